@@ -1,0 +1,159 @@
+"""The ``melodia`` command: one entry point, one subcommand per pipeline stage.
+
+``melodia corpus build|stats``, ``melodia tokenize``, ``melodia train``, ``melodia generate``,
+``melodia render``, ``melodia info``. Each subcommand's module is imported only when it runs,
+so ``melodia --help`` is fast. A :class:`~melodia.errors.MelodiaError` prints one clear line
+(``melodia: error: …``) and exits with status 2; anything else is a bug and shows a traceback.
+
+Example:
+    $ melodia corpus build music21: ../shared/data/pop909 --out C
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import MelodiaError
+
+
+def _cmd_corpus_build(args: argparse.Namespace) -> int:
+    from .corpus import build_corpus, format_stats, corpus_stats
+
+    s = build_corpus(args.sources, args.out, workers=args.workers, progress=not args.quiet)
+    print(f"{s.out}: {s.pieces} pieces ({s.processed_units} files processed, {s.reused_units} unchanged), "
+          f"{s.duplicates} duplicates dropped, {s.skipped} skipped (see {s.out}/report.json)")
+    if not args.quiet:
+        print(format_stats(corpus_stats(s.out)))
+    if args.strict and s.skipped:
+        print(f"melodia: error: --strict: {s.skipped} file(s) skipped, listed in {s.out}/report.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_corpus_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from .corpus import corpus_stats, format_stats
+
+    st = corpus_stats(args.corpus)
+    print(json.dumps(st, indent=1) if args.json else format_stats(st))
+    return 0
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from .tokenizer import check_roundtrip, tokenize_corpus
+
+    if args.corpus:
+        s = tokenize_corpus(args.corpus, args.out, vocab_size=args.vocab, max_len=args.max_len,
+                            workers=args.workers, progress=not args.quiet, tokenizer=args.tokenizer)
+        print(f"{s.out}: vocabulary {s.vocab_size}, {s.chunks} chunks, tokens "
+              + ", ".join(f"{k} {v:,}" for k, v in s.tokens.items())
+              + (f", {s.truncated_bars} over-long bars truncated" if s.truncated_bars else "")
+              + (f", {len(s.failed)} pieces failed" if s.failed else ""))
+    elif not args.check:
+        raise MelodiaError("tokenize: give --corpus DIR (and/or --check)")
+    if args.check:
+        rt = check_roundtrip(args.out, workers=args.workers, progress=not args.quiet)
+        lost = ", ".join(f"{k}: {v}" for k, v in rt.lost_by_reason.items() if v) or "none"
+        print(f"round trip: {rt.kept:,} of {rt.notes:,} notes of {rt.pieces} train pieces come back "
+              f"({rt.ratio:.2%}); lost: {lost}")
+    return 0
+
+
+def _optional(module: str, adder: str, runner: str) -> tuple[Callable | None, Callable | None]:
+    """A stage's CLI hooks, if that stage is installed in this build."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"melodia.{module}")
+    except ImportError:
+        return None, None
+    return getattr(mod, adder, None), getattr(mod, runner, None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of ``melodia``. Example: ``build_parser().parse_args(["info"])``."""
+    p = argparse.ArgumentParser(prog="melodia", description="Mood-conditioned symbolic music composition.")
+    p.add_argument("--version", action="version", version=f"melodia {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("corpus", help="build or inspect a corpus of MIDI pieces")
+    csub = c.add_subparsers(dest="corpus_command", metavar="ACTION")
+    b = csub.add_parser("build", help="scan sources, label moods, dedupe, split → manifest.jsonl")
+    b.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="a folder of .mid files, a POP909 folder, or 'music21:' for music21's bundled corpus")
+    b.add_argument("--out", required=True, help="corpus folder to write (re-runs update it)")
+    b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    b.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
+    b.add_argument("--quiet", action="store_true", help="no progress bar or stats")
+    b.set_defaults(func=_cmd_corpus_build)
+    s = csub.add_parser("stats", help="print the mood, key, tempo and source distribution")
+    s.add_argument("corpus", help="corpus folder")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_corpus_stats)
+    c.set_defaults(func=lambda a: (c.print_help(), 2)[1])
+
+    t = sub.add_parser("tokenize", help="corpus → BPE tokenizer + uint16 training shards")
+    t.add_argument("--corpus", help="corpus folder (from `melodia corpus build`)")
+    t.add_argument("--out", required=True, help="shards folder to write")
+    t.add_argument("--vocab", type=int, default=4000, help="BPE vocabulary size (default 4000)")
+    t.add_argument("--max-len", type=int, default=1024, help="longest chunk in tokens (default 1024)")
+    t.add_argument("--tokenizer", help="reuse this tokenizer.json instead of training BPE (fine-tuning)")
+    t.add_argument("--check", action="store_true",
+                   help="decode every train piece and print the share of notes that come back")
+    t.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_cmd_tokenize)
+
+    for name, module, adder, runner, helptext in (
+        ("train", "train", "add_train_arguments", "cli_train", "pretrain or fine-tune a model"),
+        ("generate", "generate", "add_generate_arguments", "cli_generate", "compose new music"),
+        ("render", "render", "add_render_arguments", "cli_render", "MIDI → .wav / .png / .musicxml"),
+    ):
+        add, run = _optional(module, adder, runner)
+        if add and run:
+            sp = sub.add_parser(name, help=helptext)
+            add(sp)
+            sp.set_defaults(func=lambda a, run=run: run(a) or 0)
+
+    i = sub.add_parser("info", help="versions and where things are")
+    i.set_defaults(func=_cmd_info)
+    return p
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import importlib.metadata as md
+    from pathlib import Path
+
+    print(f"melodia {__version__}")
+    for pkg in ("torch", "transformers", "miditok", "symusic", "music21", "pretty_midi"):
+        try:
+            print(f"  {pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            print(f"  {pkg} not installed")
+    default = Path(__file__).parent / "weights" / "default"
+    print(f"default model: {default if (default / 'config.json').exists() else 'not built (scripts/train_default.py)'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``melodia`` command. Example: ``main(["corpus", "stats", "C"])``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MelodiaError as e:
+        print(f"melodia: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("melodia: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,700 @@
+"""Stage 1: music sources → a clean, labelled, split corpus.
+
+``melodia corpus build SOURCE… --out C`` reads
+
+* folders of ``.mid`` / ``.midi`` files (recursively; a ``labels.csv`` at the folder's root and
+  sub-folder names label moods and tags, see :mod:`melodia.moods`),
+* ``music21:`` — music21's bundled corpus: its ABC collections are split tune by tune and
+  parsed by symusic directly (fast); the other works (Humdrum, MusicXML, RomanText) are
+  exported to MIDI by music21 once and cached in ``~/.cache/melodia`` (music21 needs about half
+  an hour of two cores for all of them; later builds take seconds),
+* a POP909 folder (``NNN/NNN.mid`` + ``key_audio.txt``), recognised by its layout: the key
+  annotation is used, and its 1/4 time signatures (an artifact of how it was made) become 4/4.
+
+Every piece is normalised (480 ticks per quarter; empty tracks dropped; tracks that share a
+program moved to a free program of the same General MIDI family so melody and accompaniment
+stay apart), labelled (mood, key, tags), deduplicated by note content, and given a split
+(train/valid/test) by a hash of its *song*, so no song is on both sides. It writes
+
+* ``C/pieces/<id>.mid`` — the normalised piece (the tokenizer reads these),
+* ``C/manifest.jsonl`` — one JSON object per piece (see :data:`MANIFEST_FIELDS`),
+* ``C/report.json`` — counts and every skipped file with its reason.
+
+A re-run processes only new or changed source files (size and modification time are
+remembered in ``C/state.json``). Broken files never stop a build: they are reported.
+
+Example:
+    >>> summary = build_corpus(["music21:", "../shared/data/pop909"], "C")
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import BadInputError, BadMidiError, MelodiaError
+
+TPQ = 480
+SPLIT_SHARES = (("train", 90), ("valid", 5), ("test", 5))
+MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+MUSIC21_OTHER = (".krn", ".mxl", ".xml", ".musicxml", ".rntxt")
+MANIFEST_FIELDS = (
+    "id", "path", "file", "sha256", "source", "song", "split", "duration_s", "notes", "bars",
+    "key", "key_source", "tempo", "tempo_known", "time_signature", "programs", "mood",
+    "mood_source", "valence", "arousal", "tags",
+)
+# Sanity limits: a file beyond them is reported, not loaded (hostile or broken input).
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_NOTES = 500_000
+MAX_DURATION_S = 3 * 3600
+MIN_NOTES = 8
+
+
+# --------------------------------------------------------------------------- units of work
+@dataclass
+class Unit:
+    """One source file to process (a MIDI file, an ABC book, a music21 work, a POP909 song)."""
+
+    kind: str          # "midi" | "abc" | "music21" | "pop909"
+    path: str          # absolute path of the file
+    display: str       # what the manifest and report call it (relative, readable)
+    root: str = ""     # folder the labels are relative to (kind "midi")
+    rel: str = ""      # path relative to root
+    cost: float = 1.0  # rough relative processing time, slow units first
+
+
+@dataclass
+class UnitResult:
+    """What processing a unit gave: manifest rows and skipped entries."""
+
+    unit: Unit
+    rows: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def _music21_corpus_dir() -> Path:
+    import music21.corpus
+
+    return Path(music21.corpus.__file__).parent
+
+
+def discover(sources: Iterable[str]) -> list[Unit]:
+    """Expand source arguments into units of work.
+
+    Example:
+        >>> units = discover(["music21:", "my_midi/"])
+    """
+    units: list[Unit] = []
+    for src in sources:
+        if src.strip().lower() in ("music21:", "music21"):
+            root = _music21_corpus_dir()
+            from music21 import corpus as m21corpus
+
+            for p in sorted(str(x) for x in m21corpus.getCorePaths()):
+                rel = os.path.relpath(p, root)
+                if p.endswith(".abc"):
+                    units.append(Unit("abc", p, f"music21:{rel}", cost=1.0))
+                elif p.endswith(MUSIC21_OTHER):
+                    units.append(Unit("music21", p, f"music21:{rel}", cost=20.0))
+            continue
+        root = Path(src).expanduser()
+        if not root.exists():
+            raise BadInputError(f"{src}: no such file or folder")
+        if root.is_file():
+            units.append(Unit("midi", str(root.resolve()), str(root), str(root.parent.resolve()), root.name))
+            continue
+        if _is_pop909(root):
+            for song in sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"\d{3}", p.name)):
+                mid = song / f"{song.name}.mid"
+                if mid.exists():
+                    units.append(Unit("pop909", str(mid.resolve()), f"pop909/{song.name}/{mid.name}", cost=3.0))
+            continue
+        for p in sorted(root.rglob("*")):
+            if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES:
+                rel = p.relative_to(root).as_posix()
+                units.append(Unit("midi", str(p.resolve()), f"{root.name}/{rel}", str(root.resolve()), rel))
+    return units
+
+
+def _is_pop909(root: Path) -> bool:
+    return (root / "001" / "001.mid").exists() and (root / "001" / "key_audio.txt").exists()
+
+
+# --------------------------------------------------------------------------- reading
+def check_midi_bytes(data: bytes, name: str) -> None:
+    """Reject what is clearly not a usable MIDI file, with the reason.
+
+    Example:
+        >>> check_midi_bytes(b"", "x.mid")
+        Traceback (most recent call last):
+        melodia.errors.BadMidiError: x.mid: empty file (0 bytes)
+    """
+    if len(data) == 0:
+        raise BadMidiError(name, "empty file (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise BadMidiError(name, f"file too large ({len(data)} bytes > {MAX_FILE_BYTES})")
+    if data[:4] == b"RIFF" and data[8:12] == b"RMID":
+        return  # RIFF-wrapped MIDI; symusic reads it
+    if data[:4] != b"MThd":
+        raise BadMidiError(name, "not a MIDI file (no 'MThd' header)")
+    if len(data) < 14:
+        raise BadMidiError(name, "truncated header")
+    division = int.from_bytes(data[12:14], "big")
+    if division == 0:
+        raise BadMidiError(name, "ticks per beat is 0 in the header")
+    if division & 0x8000:
+        raise BadMidiError(name, "SMPTE time division is not supported")
+
+
+def read_midi(path: str | os.PathLike, data: bytes | None = None) -> "symusic.Score":
+    """Parse a MIDI file with symusic, every failure as :class:`BadMidiError` naming the file.
+
+    Example:
+        >>> score = read_midi("song.mid")
+    """
+    import symusic
+
+    name = str(path)
+    if data is None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as e:
+            raise BadMidiError(name, f"cannot read ({e.strerror or e})") from None
+    check_midi_bytes(data, name)
+    try:
+        score = symusic.Score.from_midi(data)
+    except Exception as e:  # symusic raises RuntimeError/ValueError with its own words
+        msg = str(e).replace("MiniMidi: ", "").replace(": iostream error", "")
+        raise BadMidiError(name, f"unreadable MIDI ({msg})") from None
+    check_score(score, name)
+    return score
+
+
+def check_score(score: "symusic.Score", name: str) -> None:
+    """Sanity limits on a parsed score. Example: ``check_score(score, "a.mid")``."""
+    if score.ticks_per_quarter <= 0:
+        raise BadMidiError(name, "ticks per beat is 0")
+    n = score.note_num()
+    if n > MAX_NOTES:
+        raise BadMidiError(name, f"too many notes ({n} > {MAX_NOTES})")
+    if n == 0:
+        raise BadMidiError(name, "no notes")
+    dur = score.to("second").end() if n else 0.0
+    if dur > MAX_DURATION_S:
+        raise BadMidiError(name, f"too long ({dur / 60:.0f} minutes > {MAX_DURATION_S // 60})")
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C-level stderr (abc2midi inside symusic prints warnings for every tune)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+def split_abc(text: str) -> list[tuple[str, str]]:
+    """Split an ABC book into ``(reference number, tune text)`` pairs, file header prepended.
+
+    Example:
+        >>> split_abc("X:1\\nT:A\\nK:C\\nCDE|\\n\\nX:2\\nT:B\\nK:G\\nGAB|\\n")[1][0]
+        '2'
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    header: list[str] = []
+    tunes: list[tuple[str, list[str]]] = []
+    for line in lines:
+        if line.startswith("X:"):
+            tunes.append((line[2:].strip(), [line]))
+        elif tunes:
+            tunes[-1][1].append(line)
+        elif line.startswith("%%") or (len(line) > 1 and line[1] == ":" and line[0] in "LMQ"):
+            header.append(line)  # file-wide directives and defaults
+    return [(ref, "\n".join([body[0], *header, *body[1:]]) + "\n") for ref, body in tunes]
+
+
+def _abc_field(tune: str, name: str) -> str | None:
+    m = re.search(rf"^{name}:(.*)$", tune, re.M)
+    return m.group(1).strip() if m else None
+
+
+# --------------------------------------------------------------------------- normalising
+def normalise(score: "symusic.Score", pop909: bool = False) -> "symusic.Score":
+    """Resample, drop empty tracks, fix POP909's 1/4 meters, keep tracks on distinct programs.
+
+    Example:
+        >>> clean = normalise(read_midi("a.mid"))
+    """
+    import symusic
+
+    if score.ticks_per_quarter != TPQ:
+        score = score.resample(TPQ, min_dur=1)
+    out = symusic.Score(TPQ)
+    out.tempos = score.tempos
+    tsigs = [ts for ts in score.time_signatures]
+    if pop909 or not tsigs:
+        # POP909 writes 1/4 where the real meter is unknown; 4/4 is the right default.
+        tsigs = [ts for ts in tsigs if not (ts.numerator == 1 and ts.denominator == 4)]
+        if not tsigs or tsigs[0].time > 0:
+            tsigs.insert(0, symusic.TimeSignature(0, 4, 4))
+    out.time_signatures = symusic.core.TimeSignatureTickList(tsigs) if tsigs else out.time_signatures
+    if not out.tempos or out.tempos[0].time > 0:
+        out.tempos.insert(0, symusic.Tempo(0, qpm=120.0))
+    out.key_signatures = score.key_signatures
+    used: set[int] = set()
+    for tr in score.tracks:
+        if len(tr.notes) == 0:
+            continue
+        tr = tr.copy()
+        tr.controls = symusic.core.ControlChangeTickList()
+        tr.pitch_bends = symusic.core.PitchBendTickList()
+        tr.pedals = symusic.core.PedalTickList()
+        if not tr.is_drum:
+            tr.program = _free_program(tr.program, used)
+            used.add(tr.program)
+        out.tracks.append(tr)
+    return out
+
+
+def _free_program(program: int, used: set[int]) -> int:
+    """The program itself if free, else the next free one in its GM family of eight."""
+    if program not in used:
+        return program
+    family = program - program % 8
+    for p in list(range(program + 1, family + 8)) + list(range(family, program)):
+        if p not in used:
+            return p
+    return program  # family full: share (the tokenizer merges them)
+
+
+def content_hash(score: "symusic.Score") -> str:
+    """Hash of the notes (onset in beats, pitch, duration, program) — equal music, equal hash.
+
+    Example: ``content_hash(score)[:12]``
+    """
+    import numpy as np
+
+    h = hashlib.sha256()
+    tpq = score.ticks_per_quarter
+    parts = []
+    for tr in score.tracks:
+        a = tr.notes.numpy()
+        arr = np.stack([a["time"] * 480 // tpq, a["pitch"], a["duration"] * 480 // tpq,
+                        np.full(len(a["time"]), -1 if tr.is_drum else tr.program)], axis=1)
+        parts.append(arr.astype(np.int64))
+    allnotes = np.concatenate(parts) if parts else np.zeros((0, 4), np.int64)
+    order = np.lexsort(allnotes.T[::-1])
+    h.update(allnotes[order].tobytes())
+    return h.hexdigest()
+
+
+def song_key(unit: Unit, tune_title: str | None = None) -> str:
+    """What counts as 'the same song' for the split (title, or path without version marks).
+
+    Example: ``song_key(Unit("midi", "/a/b_v2.mid", "x/b_v2.mid"))`` → ``'midi:x/b'``
+    """
+    if tune_title:
+        t = re.sub(r"[^a-z0-9]+", " ", tune_title.lower()).strip()
+        t = re.sub(r"^(the|a|an) ", "", t)
+        return f"title:{t}"
+    if unit.kind == "pop909":
+        return "pop909:" + Path(unit.path).parent.name
+    stem = re.sub(r"([ _-]?(v|version|take|alt)\s*\d+|\s*\(\d+\))$", "", Path(unit.display).with_suffix("").as_posix(), flags=re.I)
+    return f"{unit.kind}:{stem}"
+
+
+def split_of(song: str) -> str:
+    """Deterministic split from a song key (sha1 bucket out of 100).
+
+    Example: ``split_of("title:drowsy maggie")`` → ``'train'``
+    """
+    bucket = int(hashlib.sha1(song.encode("utf-8")).hexdigest()[:8], 16) % 100
+    acc = 0
+    for name, share in SPLIT_SHARES:
+        acc += share
+        if bucket < acc:
+            return name
+    return "train"
+
+
+# --------------------------------------------------------------------------- one unit
+def _music21_export(path: str, cache_dir: Path) -> tuple[bytes, bool]:
+    """MIDI bytes of a music21 work (cached) and whether it carries a real tempo mark."""
+    import music21
+
+    key = hashlib.sha1(f"{path}|{os.path.getsize(path)}|{music21.__version__}".encode()).hexdigest()[:16]
+    cached = cache_dir / f"{Path(path).stem}-{key}.mid"
+    meta = cached.with_suffix(".json")
+    if cached.exists() and meta.exists():
+        return cached.read_bytes(), bool(json.loads(meta.read_text())["tempo_known"])
+    from music21 import converter, midi, tempo
+
+    s = converter.parse(path)
+    tempo_known = any(True for _ in s.recurse().getElementsByClass(tempo.MetronomeMark))
+    try:
+        data = midi.translate.music21ObjectToMidiFile(s).writestr()
+    except Exception:
+        # A few works carry malformed repeats that break the export: strip repeats, retry.
+        from music21 import bar, repeat
+
+        for el in list(s.recurse().getElementsByClass((bar.Repeat, repeat.RepeatExpression))):
+            el.activeSite.remove(el)
+        data = midi.translate.music21ObjectToMidiFile(s).writestr()
+    from .fileio import write_bytes, write_json
+
+    write_bytes(cached, data)
+    write_json(meta, {"source": path, "tempo_known": tempo_known})
+    return data, tempo_known
+
+
+def _pop909_key(mid_path: str) -> str | None:
+    p = Path(mid_path).parent / "key_audio.txt"
+    try:
+        first = p.read_text(encoding="utf-8").split("\n", 1)[0].split("\t")
+        from .moods import parse_key
+
+        return parse_key(first[2].strip())
+    except (OSError, IndexError, MelodiaError):
+        return None
+
+
+def _row(score, unit: Unit, display: str, source_bytes: bytes, source: str, song: str,
+         tempo_known: bool, key: str | None, label, pieces_dir: Path) -> dict:
+    """Normalised piece → written file + manifest row."""
+    from .fileio import write_bytes
+    from .moods import MoodEstimator, estimate_key
+
+    import miditok.utils
+
+    chash = content_hash(score)
+    pid = chash[:16]
+    target = pieces_dir / f"{pid}.mid"
+    if not target.exists():
+        write_bytes(target, score.dumps_midi())
+    key_source = source if key else "estimated"
+    if key is None:
+        key = estimate_key(score).name
+    est = MoodEstimator().estimate(score, tempo_known=tempo_known)
+    mood, mood_source = (label.mood, label.source) if label and label.mood else (est.mood, "estimated")
+    ts = score.time_signatures[0] if len(score.time_signatures) else None
+    tempo = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
+    return {
+        "id": pid, "path": display, "file": f"pieces/{pid}.mid",
+        "sha256": hashlib.sha256(source_bytes).hexdigest(), "content": chash,
+        "source": source, "song": song, "split": split_of(song),
+        "duration_s": round(float(score.to("second").end()), 3), "notes": int(score.note_num()),
+        "bars": len(miditok.utils.get_bars_ticks(score)),
+        "key": key, "key_source": key_source,
+        "tempo": round(tempo, 2), "tempo_known": tempo_known,
+        "time_signature": f"{ts.numerator}/{ts.denominator}" if ts else "4/4",
+        "programs": sorted({-1 if t.is_drum else int(t.program) for t in score.tracks}),
+        "mood": mood, "mood_source": mood_source,
+        "valence": round(est.valence, 3), "arousal": round(est.arousal, 3),
+        "tags": list(label.tags) if label else [],
+    }
+
+
+def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | None = None) -> UnitResult:
+    """Read, normalise and label every piece of one unit; never raises for bad input.
+
+    Example: ``res = process_unit(Unit("midi", "/a/x.mid", "a/x.mid", "/a", "x.mid"), "C/pieces", "cache")``
+    """
+    res = UnitResult(unit)
+    pieces = Path(pieces_dir)
+    try:
+        if unit.kind == "abc":
+            _process_abc(unit, pieces, res)
+            return res
+        data = Path(unit.path).read_bytes()
+        label = None
+        key = None
+        tempo_known = True
+        source = unit.kind
+        if unit.kind == "music21":
+            try:
+                with _quiet_stderr():
+                    midi_bytes, tempo_known = _music21_export(unit.path, Path(cache_dir))
+            except Exception as e:
+                raise BadMidiError(unit.display, f"music21 cannot export it ({e.__class__.__name__}: {e})") from None
+            score = read_midi(unit.display, midi_bytes)
+        else:
+            score = read_midi(unit.display, data)
+        if unit.kind == "pop909":
+            key = _pop909_key(unit.path)
+        if unit.kind == "midi":
+            from .moods import label_from_path
+
+            label = label_from_path(unit.rel, labels)
+        score = normalise(score, pop909=unit.kind == "pop909")
+        if score.note_num() < MIN_NOTES:
+            raise BadMidiError(unit.display, f"too few notes ({score.note_num()} < {MIN_NOTES})")
+        res.rows.append(_row(score, unit, unit.display, data, source, song_key(unit), tempo_known, key, label, pieces))
+    except MelodiaError as e:
+        res.skipped.append({"path": unit.display, "reason": getattr(e, "problem", str(e))})
+    except Exception as e:  # a bug or an unforeseen parser failure: report, keep building
+        res.skipped.append({"path": unit.display, "reason": f"unexpected {e.__class__.__name__}: {e}"})
+    return res
+
+
+def _process_abc(unit: Unit, pieces: Path, res: UnitResult) -> None:
+    import symusic
+
+    text = Path(unit.path).read_bytes().decode("latin-1")
+    for ref, tune in split_abc(text):
+        name = f"{unit.display}#X:{ref}"
+        try:
+            with _quiet_stderr():
+                score = symusic.Score.from_abc(tune)
+            check_score(score, name)
+            score = normalise(score)
+            if score.note_num() < MIN_NOTES:
+                raise BadMidiError(name, f"too few notes ({score.note_num()} < {MIN_NOTES})")
+            title = _abc_field(tune, "T") or f"{unit.display}#{ref}"
+            tempo_known = _abc_field(tune, "Q") is not None
+            res.rows.append(_row(score, unit, name, tune.encode("utf-8"), "music21", song_key(unit, title),
+                                 tempo_known, None, None, pieces))
+        except MelodiaError as e:
+            res.skipped.append({"path": name, "reason": getattr(e, "problem", str(e))})
+        except Exception as e:
+            res.skipped.append({"path": name, "reason": f"unparsable ABC tune ({e.__class__.__name__}: {e})"})
+
+
+def _worker(args: tuple) -> UnitResult:
+    return process_unit(*args)
+
+
+def _worker_init() -> None:
+    # abc2midi and music21 write warnings to stderr for most tunes; the main process reports.
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+
+
+# --------------------------------------------------------------------------- the build
+@dataclass
+class BuildSummary:
+    """What a build did. ``pieces`` kept, ``skipped`` reported, ``duplicates`` dropped."""
+
+    out: Path
+    pieces: int
+    skipped: int
+    duplicates: int
+    processed_units: int
+    reused_units: int
+
+
+def default_cache_dir() -> Path:
+    """``$MELODIA_CACHE`` or ``~/.cache/melodia`` (music21 exports live here)."""
+    base = os.environ.get("MELODIA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "melodia")
+    return Path(base)
+
+
+def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | None = None,
+                 progress: bool = True, cache_dir: str | os.PathLike | None = None) -> BuildSummary:
+    """Build (or update) a corpus folder from sources. See the module docstring.
+
+    Example:
+        >>> s = build_corpus(["my_midi/"], "C"); s.pieces
+    """
+    from .fileio import write_json, write_jsonl
+
+    out = Path(out)
+    sources = list(sources)
+    if not sources:
+        raise BadInputError("no sources given")
+    units = discover(sources)
+    pieces_dir = out / "pieces"
+    pieces_dir.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir() / "music21-export"
+    cache.mkdir(parents=True, exist_ok=True)
+    labels_by_root = _labels_for(units)
+
+    state_path = out / "state.json"
+    state = {}
+    if state_path.exists():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8")).get("units", {})
+        except (OSError, ValueError):
+            state = {}
+    new_state: dict[str, dict] = {}
+    todo: list[Unit] = []
+    results: list[UnitResult] = []
+    for u in units:
+        try:
+            st = os.stat(u.path)
+        except OSError as e:
+            results.append(UnitResult(u, skipped=[{"path": u.display, "reason": f"cannot read ({e.strerror})"}]))
+            continue
+        sig = f"{st.st_size}:{st.st_mtime_ns}:{_labels_sig(labels_by_root.get(u.root))}"
+        prev = state.get(u.path)
+        if prev and prev.get("sig") == sig and all((out / r["file"]).exists() for r in prev["rows"]):
+            results.append(UnitResult(u, prev["rows"], prev["skipped"]))
+            new_state[u.path] = prev
+        else:
+            todo.append(u)
+            new_state[u.path] = {"sig": sig}
+    reused = len(results)
+    todo.sort(key=lambda u: -u.cost)  # slow music21 exports first keep both cores busy
+    args = [(u, str(pieces_dir), str(cache), labels_by_root.get(u.root)) for u in todo]
+    workers = workers or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="corpus", unit="file", disable=not progress or not todo)
+    done_since_save = 0
+    try:
+        for r in _run_units(args, workers):
+            results.append(r)
+            new_state[r.unit.path].update(rows=r.rows, skipped=r.skipped)
+            bar.update(1)
+            done_since_save += 1
+            if done_since_save >= 200:  # a kill loses at most this much work
+                write_json(state_path, {"format": 1, "units": {k: v for k, v in new_state.items() if "rows" in v}}, indent=None)
+                done_since_save = 0
+    finally:
+        bar.close()
+    write_json(state_path, {"format": 1, "units": {k: v for k, v in new_state.items() if "rows" in v}}, indent=None)
+
+    rows, skipped, dups = _finish(results)
+    write_jsonl(out / "manifest.jsonl", rows)
+    report = {
+        "sources": sources,
+        "pieces": len(rows),
+        "skipped_count": len(skipped),
+        "duplicates": dups,
+        "splits": dict(Counter(r["split"] for r in rows)),
+        "moods": dict(Counter(r["mood"] for r in rows)),
+        "skipped": skipped,
+    }
+    write_json(out / "report.json", report)
+    _remove_orphans(pieces_dir, rows)
+    return BuildSummary(out, len(rows), len(skipped), dups, len(todo), reused)
+
+
+def _run_units(args: list[tuple], workers: int) -> Iterator[UnitResult]:
+    if workers <= 1 or len(args) <= 1:
+        for a in args:
+            yield _worker(a)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn" if sys.platform == "win32" else "fork")
+    with ctx.Pool(workers, initializer=_worker_init, maxtasksperchild=200) as pool:
+        yield from pool.imap_unordered(_worker, args, chunksize=1)
+
+
+def _labels_for(units: list[Unit]) -> dict[str, dict]:
+    from .moods import read_labels_csv
+
+    out: dict[str, dict] = {}
+    for root in {u.root for u in units if u.kind == "midi"}:
+        p = Path(root) / "labels.csv"
+        if p.exists():
+            out[root] = read_labels_csv(p)
+    return out
+
+
+def _labels_sig(labels: dict | None) -> str:
+    if not labels:
+        return ""
+    return hashlib.sha1(json.dumps(labels, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _finish(results: list[UnitResult]) -> tuple[list[dict], list[dict], int]:
+    """Deduplicate by content (first by path order wins) and sort the manifest."""
+    rows = sorted((r for res in results for r in res.rows), key=lambda r: r["path"])
+    skipped = sorted((s for res in results for s in res.skipped), key=lambda s: s["path"])
+    seen: dict[str, dict] = {}
+    kept = []
+    for r in rows:
+        if r["content"] in seen:
+            continue
+        seen[r["content"]] = r
+        kept.append(r)
+    return kept, skipped, len(rows) - len(kept)
+
+
+def _remove_orphans(pieces_dir: Path, rows: list[dict]) -> None:
+    keep = {Path(r["file"]).name for r in rows}
+    for p in pieces_dir.glob("*.mid"):
+        if p.name not in keep:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def load_manifest(corpus_dir: str | os.PathLike) -> list[dict]:
+    """Rows of ``C/manifest.jsonl``, with a clear error when the folder is not a corpus.
+
+    Example: ``rows = load_manifest("C")``
+    """
+    from .fileio import read_jsonl
+
+    p = Path(corpus_dir) / "manifest.jsonl"
+    if not p.is_file():
+        raise BadInputError(f"{corpus_dir}: not a corpus folder (no manifest.jsonl; run `melodia corpus build`)")
+    return read_jsonl(p)
+
+
+def corpus_stats(corpus_dir: str | os.PathLike) -> dict:
+    """Distributions of mood, key, mode, tempo, meter, source and split.
+
+    Example: ``corpus_stats("C")["moods"]``
+    """
+    rows = load_manifest(corpus_dir)
+    n = len(rows) or 1
+
+    def dist(values) -> dict:
+        c = Counter(values)
+        return {k: {"pieces": v, "share": round(v / n, 4)} for k, v in c.most_common()}
+
+    tempos = sorted(r["tempo"] for r in rows if r.get("tempo_known"))
+    bands = Counter(_tempo_band(t) for t in tempos)
+    return {
+        "pieces": len(rows),
+        "notes": sum(r["notes"] for r in rows),
+        "hours": round(sum(r["duration_s"] for r in rows) / 3600, 2),
+        "moods": dist(r["mood"] for r in rows),
+        "mood_sources": dist(r["mood_source"] for r in rows),
+        "modes": dist(r["key"].split()[-1] for r in rows),
+        "keys": dist(r["key"] for r in rows),
+        "tempo_known": sum(1 for r in rows if r.get("tempo_known")),
+        "tempo_bands": {k: bands[k] for k in ("<70", "70-99", "100-129", "130-159", ">=160") if k in bands},
+        "time_signatures": dist(r["time_signature"] for r in rows),
+        "sources": dist(r["source"] for r in rows),
+        "splits": dist(r["split"] for r in rows),
+    }
+
+
+def _tempo_band(t: float) -> str:
+    return "<70" if t < 70 else "70-99" if t < 100 else "100-129" if t < 130 else "130-159" if t < 160 else ">=160"
+
+
+def format_stats(stats: dict) -> str:
+    """Human-readable text of :func:`corpus_stats`. Example: ``print(format_stats(s))``."""
+    lines = [f"{stats['pieces']} pieces, {stats['notes']:,} notes, {stats['hours']} hours"]
+    for name in ("moods", "mood_sources", "modes", "sources", "splits", "time_signatures"):
+        items = list(stats[name].items())[:10]
+        lines.append(f"{name}: " + ", ".join(f"{k} {v['pieces']} ({v['share']:.0%})" for k, v in items))
+    keys = list(stats["keys"].items())[:8]
+    lines.append("keys (top 8): " + ", ".join(f"{k} {v['pieces']}" for k, v in keys))
+    lines.append(f"tempo (where marked, {stats['tempo_known']} pieces): "
+                 + ", ".join(f"{k} qpm {v}" for k, v in stats["tempo_bands"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,702 @@
+"""Stage 2: pieces → token ids → training shards.
+
+A :class:`MelodiaTokenizer` is MidiTok's REMI tokenizer (with tempos, time signatures and
+programs, one token stream per piece) trained with BPE, plus melodia's *control tokens*
+(``MOOD_*``, ``KEY_*``, ``TAG_*``). Control tokens live in their own id range after MidiTok's
+vocabulary, so BPE never sees or merges them, and fine-tuning can add new ones (a user's tags)
+without touching the BPE model. The whole tokenizer saves to one JSON file (MidiTok's own
+format with an extra ``melodia`` attribute) and loads back identical.
+
+Why these REMI settings (measured on the built-in corpus, see docs/tokenizer.md):
+
+* 24 positions per beat for the first 4 beats of durations and for onsets: the least common
+  multiple of 8 (32nd notes) and 3 (triplets), so both land exactly on the grid.
+* durations up to 16 beats (coarser past 4 beats), so long pop-ballad notes are not clipped.
+* programs on, one stream per piece: the corpus stage gives every track of a piece its own
+  program (tracks sharing one are moved to a free program of the same General MIDI family),
+  so melody, counter-melody and accompaniment stay apart through a round trip.
+
+Example:
+    >>> tok = MelodiaTokenizer.new()
+    >>> ids = tok.encode_piece(score, mood="calm", key="F major")
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from .errors import BadInputError, BadModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import miditok
+    import symusic
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+DEFAULT_VOCAB = 4000
+DEFAULT_MAX_LEN = 1024
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def miditok_config() -> "miditok.TokenizerConfig":
+    """The REMI settings melodia uses (see the module docstring for the reasons).
+
+    Example:
+        >>> cfg = miditok_config(); cfg.use_programs
+        True
+    """
+    from miditok import TokenizerConfig
+
+    return TokenizerConfig(
+        pitch_range=(21, 109),
+        beat_res={(0, 4): 24, (4, 8): 4, (8, 16): 2},
+        num_velocities=16,
+        special_tokens=["PAD", "BOS", "EOS", "MASK"],
+        use_velocities=True,
+        use_tempos=True,
+        num_tempos=32,
+        tempo_range=(40, 250),
+        log_tempos=True,
+        use_time_signatures=True,
+        time_signature_range={8: [3, 6, 9, 12], 4: [1, 2, 3, 4, 5, 6], 2: [1, 2, 3, 4]},
+        use_programs=True,
+        one_token_stream_for_programs=True,
+        use_sustain_pedals=False,
+        use_pitch_bends=False,
+        use_chords=False,
+        use_rests=False,
+        remove_duplicated_notes=True,
+    )
+
+
+def default_controls(moods: Iterable[str] = (), tags: Iterable[str] = ()) -> list[str]:
+    """Control token names in id order: moods (canonical, any, user), keys (24, any), tags.
+
+    Example:
+        >>> default_controls()[:5]
+        ['MOOD_happy', 'MOOD_tense', 'MOOD_sad', 'MOOD_calm', 'MOOD_any']
+    """
+    from .moods import CANONICAL_MOODS, KEY_NAMES, key_token_name
+
+    names = [f"MOOD_{m}" for m in CANONICAL_MOODS] + ["MOOD_any"]
+    names += [f"MOOD_{m}" for m in moods if f"MOOD_{m}" not in names]
+    names += [key_token_name(k) for k in KEY_NAMES] + ["KEY_any"]
+    names += [f"TAG_{t}" for t in dict.fromkeys(tags)]
+    return names
+
+
+@dataclass
+class MelodiaTokenizer:
+    """MidiTok REMI+BPE plus melodia's control tokens (ids after MidiTok's vocabulary).
+
+    Example:
+        >>> tok = MelodiaTokenizer.load("melodia/weights/default/tokenizer.json")
+        >>> tok.mood_id("calm"), tok.vocab_size
+    """
+
+    remi: "miditok.REMI"
+    controls: list[str] = field(default_factory=default_controls)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def new(cls, moods: Iterable[str] = (), tags: Iterable[str] = ()) -> "MelodiaTokenizer":
+        """An untrained tokenizer (no BPE yet). Example: ``tok = MelodiaTokenizer.new()``."""
+        from miditok import REMI
+
+        return cls(REMI(miditok_config()), default_controls(moods, tags))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MelodiaTokenizer":
+        """Load from a ``tokenizer.json`` (or a folder holding one).
+
+        Example: ``tok = MelodiaTokenizer.load("model/tokenizer.json")``
+        """
+        from miditok import REMI
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / TOKENIZER_FILE
+        if not path.is_file():
+            raise BadModelError(f"{path}: tokenizer file not found")
+        try:
+            with open(path, encoding="utf-8") as f:
+                params = json.load(f)
+            extra = params.pop("melodia")
+            controls = list(extra["controls"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise BadModelError(f"{path}: not a melodia tokenizer ({e.__class__.__name__}: {e})") from None
+        # MidiTok reads a file path; give it the JSON without our extra attribute.
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / TOKENIZER_FILE
+            p.write_text(json.dumps(params), encoding="utf-8")
+            try:
+                remi = REMI(params=p)
+            except Exception as e:  # MidiTok raises many kinds on a bad file
+                raise BadModelError(f"{path}: MidiTok cannot load it ({e.__class__.__name__}: {e})") from None
+        return cls(remi, controls)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save to one JSON file (atomically). Example: ``tok.save("out/tokenizer.json")``."""
+        from .fileio import write_json
+
+        path = Path(path)
+        if path.is_dir() or path.suffix != ".json":
+            path = path / TOKENIZER_FILE
+        d = self.remi.to_dict()
+        d["melodia"] = {"controls": self.controls, "format": 1}
+        write_json(path, d, indent=None)
+        return path
+
+    def to_json(self) -> str:
+        """The tokenizer as the JSON text :meth:`save` writes. Example: ``s = tok.to_json()``."""
+        d = self.remi.to_dict()
+        d["melodia"] = {"controls": self.controls, "format": 1}
+        return json.dumps(d)
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def base_size(self) -> int:
+        """Size of MidiTok's vocabulary (after BPE): control ids start here."""
+        return len(self.remi)
+
+    @property
+    def vocab_size(self) -> int:
+        """Total vocabulary: MidiTok's plus the control tokens."""
+        return self.base_size + len(self.controls)
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether BPE has been trained."""
+        return self.remi.is_trained
+
+    def control_id(self, name: str) -> int:
+        """Id of a control token by full name. Example: ``tok.control_id("MOOD_sad")``."""
+        try:
+            return self.base_size + self.controls.index(name)
+        except ValueError:
+            raise BadInputError(f"unknown control token {name!r}") from None
+
+    def mood_id(self, mood: str) -> int:
+        """Id of ``MOOD_<mood>`` (canonical, alias, user mood or "any"). Example: ``tok.mood_id("joyful")``."""
+        from .moods import ALIASES
+
+        m = mood.strip().lower()
+        m = ALIASES.get(m, m)
+        if f"MOOD_{m}" not in self.controls:
+            known = [c[5:] for c in self.controls if c.startswith("MOOD_")]
+            raise BadInputError(f"unknown mood {mood!r}; this model knows: {', '.join(known)}")
+        return self.control_id(f"MOOD_{m}")
+
+    def key_id(self, key: str | None) -> int:
+        """Id of ``KEY_<key>`` ("D minor", "Dm", None/"any"). Example: ``tok.key_id("D minor")``."""
+        from .moods import key_token_name, parse_key
+
+        if key is None or key.strip().lower() == "any":
+            return self.control_id("KEY_any")
+        return self.control_id(key_token_name(parse_key(key)))
+
+    def tag_id(self, tag: str) -> int:
+        """Id of ``TAG_<tag>``. Example: ``tok.tag_id("lofi")``."""
+        if f"TAG_{tag}" not in self.controls:
+            known = [c[4:] for c in self.controls if c.startswith("TAG_")]
+            raise BadInputError(f"unknown tag {tag!r}; this model knows: {', '.join(known) or 'none'}")
+        return self.control_id(f"TAG_{tag}")
+
+    def add_controls(self, names: Iterable[str]) -> list[str]:
+        """Append new control tokens (e.g. a user's TAG_/MOOD_); returns those added.
+
+        Example: ``tok.add_controls(["TAG_lofi"])``
+        """
+        added = [n for n in dict.fromkeys(names) if n not in self.controls]
+        for n in added:
+            if not (n.startswith("MOOD_") or n.startswith("TAG_") or n.startswith("KEY_")):
+                raise BadInputError(f"control token {n!r} must start with MOOD_, KEY_ or TAG_")
+        self.controls.extend(added)
+        return added
+
+    def id_to_token(self, i: int) -> str:
+        """Readable name of an id (BPE ids show their base tokens joined by ``+``).
+
+        Example: ``tok.id_to_token(1)`` → ``'BOS_None'``
+        """
+        if i >= self.base_size:
+            return self.controls[i - self.base_size]
+        if self.is_trained:
+            return "+".join(self.base_tokens(i))
+        return self.remi[i]
+
+    def base_tokens(self, i: int) -> list[str]:
+        """The REMI tokens a (possibly BPE-merged) id stands for. Example: ``tok.base_tokens(7)``."""
+        if not self.is_trained:
+            return [self.remi[i]]
+        return list(self.remi._vocab_learned_bytes_to_tokens[self.remi._model.id_to_token(i)])
+
+    # ------------------------------------------------------------------ encode / decode
+    def controls_prefix(self, mood: str = "any", key: str | None = None, tags: Sequence[str] = ()) -> list[int]:
+        """``[BOS, MOOD_m, KEY_k, TAG_t…]``. Example: ``tok.controls_prefix("sad", "A minor")``."""
+        return [BOS_ID, self.mood_id(mood), self.key_id(key)] + [self.tag_id(t) for t in tags]
+
+    def encode_score(self, score: "symusic.Score") -> list[int]:
+        """REMI(+BPE) ids of a score, no controls. Example: ``ids = tok.encode_score(score)``."""
+        seq = self.remi.encode(score)
+        if isinstance(seq, list):  # defensive: one stream is configured
+            seq = seq[0]
+        return list(seq.ids)
+
+    def encode_piece(self, score: "symusic.Score", mood: str = "any", key: str | None = None,
+                     tags: Sequence[str] = ()) -> list[int]:
+        """A whole sequence: controls, the score's ids, EOS. Example: ``tok.encode_piece(s, "calm")``."""
+        return self.controls_prefix(mood, key, tags) + self.encode_score(score) + [EOS_ID]
+
+    def strip_controls(self, ids: Sequence[int]) -> list[int]:
+        """Drop special and control ids, keeping the music. Example: ``tok.strip_controls(ids)``."""
+        base = self.base_size
+        return [int(i) for i in ids if 3 < int(i) < base]
+
+    def decode(self, ids: Sequence[int]) -> "symusic.Score":
+        """Token ids (controls allowed) → ``symusic.Score``. Example: ``score = tok.decode(ids)``."""
+        from miditok import TokSequence
+
+        music = self.strip_controls(ids)
+        seq = TokSequence(ids=music, are_ids_encoded=self.is_trained)
+        return self.remi.decode(seq)
+
+    def count_errors(self, ids: Sequence[int]) -> float:
+        """MidiTok's token-type error rate of a sequence (0.0 = fully valid).
+
+        Example: ``assert tok.count_errors(ids) == 0``
+        """
+        from miditok import TokSequence
+
+        seq = TokSequence(ids=self.strip_controls(ids), are_ids_encoded=self.is_trained)
+        if self.is_trained:
+            self.remi.decode_token_ids(seq)
+        self.remi.complete_sequence(seq)
+        return float(self.remi.tokens_errors(seq))
+
+    def train_bpe(self, scores: Iterable["symusic.Score"] | None = None, vocab_size: int = DEFAULT_VOCAB,
+                  files: Sequence[Path] | None = None) -> None:
+        """Train BPE on scores or MIDI files (the train split). Example: ``tok.train_bpe(files=paths)``."""
+        if files is not None:
+            self.remi.train(vocab_size=vocab_size, model="BPE", files_paths=list(files))
+        else:
+            self.remi.train(vocab_size=vocab_size, model="BPE", iterator=list(scores or []))
+
+
+# =========================================================================== shards
+# ``melodia tokenize --corpus C --out T``: every piece of the corpus → REMI base ids (both
+# cores) → BPE trained on the train split → pieces cut at bar lines into chunks of at most
+# ``max_len`` ids, each prefixed with its controls → uint16 shards + index.json.
+
+SHARD_TOKENS = 8_000_000  # ids per shard file (16 MB of uint16)
+
+
+@dataclass
+class TokenizeSummary:
+    """What ``tokenize_corpus`` wrote. ``tokens`` maps split → ids written."""
+
+    out: Path
+    vocab_size: int
+    chunks: int
+    tokens: dict
+    truncated_bars: int
+    failed: list
+
+
+_WORKER_TOK: "miditok.REMI | None" = None
+
+
+def _base_worker_init(tok_json: str | None) -> None:
+    global _WORKER_TOK
+    if tok_json is None:
+        from miditok import REMI
+
+        _WORKER_TOK = REMI(miditok_config())
+    else:
+        _WORKER_TOK = MelodiaTokenizer.load(tok_json).remi
+
+
+def _base_ids(path: str) -> tuple[str, "np.ndarray | str"]:
+    """Worker: one piece file → REMI base ids (int32), or an error message."""
+    import numpy as np
+    import symusic
+
+    assert _WORKER_TOK is not None
+    try:
+        score = symusic.Score(path)
+        seq = _WORKER_TOK.encode(score, encode_ids=False)
+        if isinstance(seq, list):
+            seq = seq[0]
+        return path, np.asarray(seq.ids, dtype=np.int32)
+    except Exception as e:  # reported by the caller, never fatal for the whole corpus
+        return path, f"{e.__class__.__name__}: {e}"
+
+
+def _pool_map(fn, items: list, workers: int, init, initargs: tuple, desc: str, progress: bool):
+    """Ordered map over a process pool (or in-process for one worker), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=desc, unit="piece", disable=not progress)
+    try:
+        if workers <= 1:
+            init(*initargs)
+            for it in items:
+                yield fn(it)
+                bar.update(1)
+            return
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers, initializer=init, initargs=initargs) as pool:
+            for r in pool.imap(fn, items, chunksize=8):
+                yield r
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def _split_bars(ids: "np.ndarray", bar_id: int) -> list["np.ndarray"]:
+    import numpy as np
+
+    starts = np.flatnonzero(ids == bar_id)
+    if len(starts) == 0:
+        return [ids] if len(ids) else []
+    return [b for b in np.split(ids, starts) if len(b)]
+
+
+def _chunk_start_bar(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray":
+    """Make a bar that opens a chunk carry the current tempo (REMI only writes tempo changes)."""
+    import numpy as np
+
+    if tempo_id is None:
+        return bar
+    toks = [remi[int(i)] for i in bar[:4]]
+    k = 1 + int(len(toks) > 1 and toks[1].startswith("TimeSig_"))
+    if len(toks) > k and toks[k] == "Position_0":
+        if len(toks) > k + 1 and toks[k + 1].startswith("Tempo_"):
+            return bar
+        return np.concatenate([bar[: k + 1], [tempo_id], bar[k + 1:]])
+    return np.concatenate([bar[:k], [remi.vocab["Position_0"], tempo_id], bar[k:]])
+
+
+def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB,
+                    max_len: int = DEFAULT_MAX_LEN, workers: int | None = None, progress: bool = True,
+                    tokenizer: "MelodiaTokenizer | str | os.PathLike | None" = None) -> TokenizeSummary:
+    """Tokenize a corpus folder into shards (see docs/ARCHITECTURE.md for the layout).
+
+    With ``tokenizer`` (a trained tokenizer or its path, e.g. a base model's for fine-tuning)
+    BPE is not retrained; moods and tags it lacks are appended as new control tokens.
+
+    Example:
+        >>> s = tokenize_corpus("C", "T", vocab_size=4000); s.tokens["train"]
+    """
+    import numpy as np
+
+    from .corpus import load_manifest
+    from .fileio import atomic_write, write_json
+    from .moods import CANONICAL_MOODS
+
+    corpus_dir, out = Path(corpus_dir), Path(out_dir)
+    if max_len < 64:
+        raise BadInputError(f"max_len {max_len} is too small (at least 64)")
+    rows = load_manifest(corpus_dir)
+    if not rows:
+        raise BadInputError(f"{corpus_dir}: the corpus has no pieces")
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    user_moods = sorted({r["mood"] for r in rows if r["mood"] not in CANONICAL_MOODS and r["mood"] != "any"})
+    tags = sorted({t for r in rows for t in r.get("tags", [])})
+
+    if tokenizer is not None:
+        tok = tokenizer if isinstance(tokenizer, MelodiaTokenizer) else MelodiaTokenizer.load(tokenizer)
+        tok.add_controls([f"MOOD_{m}" for m in user_moods] + [f"TAG_{t}" for t in tags])
+        base_tok_json = None  # base ids depend only on the (shared) REMI config
+    else:
+        tok = MelodiaTokenizer.new(user_moods, tags)
+        base_tok_json = None
+
+    # 1. base ids of every piece, both cores
+    paths = [str(corpus_dir / r["file"]) for r in rows]
+    base: dict[str, np.ndarray] = {}
+    failed = []
+    for path, res in _pool_map(_base_ids, paths, workers, _base_worker_init, (base_tok_json,), "tokenize", progress):
+        if isinstance(res, str) or len(res) == 0:
+            failed.append({"file": path, "reason": res if isinstance(res, str) else "no tokens"})
+        else:
+            base[path] = res
+    remi = tok.remi
+    bar_id = remi.vocab["Bar_None"]
+
+    # 2. BPE on the train split (bars never merge across: MidiTok splits on bars)
+    if not tok.is_trained:
+        train_seqs = [base[p] for p, r in zip(paths, rows) if r["split"] == "train" and p in base]
+        if not train_seqs:
+            raise BadInputError(f"{corpus_dir}: no train pieces to learn BPE from")
+
+        class _BarBytes:  # MidiTok wants len() and iteration: one list of bar strings per piece
+            def __len__(self):
+                return len(train_seqs)
+
+            def __iter__(self):
+                for ids in train_seqs:
+                    yield [remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in _split_bars(ids, bar_id)]
+
+        if vocab_size > len(remi):
+            remi.train(vocab_size=vocab_size, model="BPE", iterator=_BarBytes())
+
+    # 3. chunks: whole bars, at most max_len ids with controls and EOS
+    index_chunks, per_split = [], {"train": [], "valid": [], "test": []}
+    truncated = 0
+    tempo_vocab = {t: i for t, i in remi.vocab.items() if t.startswith("Tempo_")}
+    from tqdm.auto import tqdm
+
+    for path, r in tqdm(list(zip(paths, rows)), desc="chunks", unit="piece", disable=not progress):
+        ids = base.get(path)
+        if ids is None:
+            continue
+        prefix = tok.controls_prefix(r["mood"], r["key"], r.get("tags", []))
+        budget = max_len - len(prefix) - 1 - 4  # 4: room for the tempo re-stated at a chunk start
+        bars = _split_bars(ids, bar_id)
+        enc = _bpe_lengths(tok, bars)
+        chunks, cur, cur_len, tempo = [], [], 0, None
+        tempo_at_bar = []
+        for b in bars:  # the tempo in force when each bar starts
+            tempo_at_bar.append(tempo)
+            for i in b:
+                if int(i) in _tempo_ids(remi, tempo_vocab):
+                    tempo = int(i)
+        for bi, (b, n) in enumerate(zip(bars, enc)):
+            if n > budget:  # one absurdly dense bar: keep its first notes only
+                b, n = _truncate_bar(b, remi, tok, budget), budget
+                truncated += 1
+            if cur and cur_len + n > budget:
+                chunks.append(cur)
+                cur, cur_len = [], 0
+            if not cur and bi > 0:
+                b = _chunk_start_bar(b, tempo_at_bar[bi], remi)
+            cur.append(b)
+            cur_len += n
+        if cur:
+            chunks.append(cur)
+        for c in chunks:
+            music = _bpe_encode(tok, c)[: max_len - len(prefix) - 1]
+            seq = np.asarray(prefix + music + [EOS_ID], dtype=np.uint16)
+            per_split[r["split"]].append((seq, r))
+
+    # 4. shards
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*-[0-9][0-9][0-9].npy"):
+        old.unlink()
+    shards, tokens = [], {}
+    for split, items in per_split.items():
+        tokens[split] = int(sum(len(s) for s, _ in items))
+        shard_no, buf, buf_len = 0, [], 0
+
+        def flush():
+            nonlocal shard_no, buf, buf_len
+            if not buf:
+                return
+            name = f"{split}-{shard_no:03d}.npy"
+            arr = np.concatenate([s for s, _ in buf])
+            with atomic_write(out / name) as f:
+                np.save(f, arr)
+            off = 0
+            for s, r in buf:
+                index_chunks.append({"shard": len(shards), "offset": off, "length": int(len(s)), "piece": r["id"],
+                                     "split": split, "mood": r["mood"], "key": r["key"], "tags": r.get("tags", [])})
+                off += len(s)
+            shards.append({"file": name, "split": split, "tokens": int(len(arr))})
+            shard_no, buf, buf_len = shard_no + 1, [], 0
+
+        for s, r in items:
+            buf.append((s, r))
+            buf_len += len(s)
+            if buf_len >= SHARD_TOKENS:
+                flush()
+        flush()
+
+    tok.save(out / TOKENIZER_FILE)
+    index = {
+        "format": 1, "vocab_size": tok.vocab_size, "base_vocab_size": tok.base_size, "max_len": max_len,
+        "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
+        "mood_ids": {c[5:]: tok.control_id(c) for c in tok.controls if c.startswith("MOOD_")},
+        "key_ids": {("any" if c == "KEY_any" else _key_name(c)): tok.control_id(c) for c in tok.controls if c.startswith("KEY_")},
+        "tag_ids": {c[4:]: tok.control_id(c) for c in tok.controls if c.startswith("TAG_")},
+        "shards": shards, "chunks": index_chunks,
+        "splits": {s: {"chunks": sum(1 for c in index_chunks if c["split"] == s), "tokens": tokens.get(s, 0)} for s in per_split},
+        "corpus": str(corpus_dir.resolve()), "truncated_bars": truncated, "failed": failed,
+    }
+    write_json(out / "index.json", index, indent=None)
+    return TokenizeSummary(out, tok.vocab_size, len(index_chunks), tokens, truncated, failed)
+
+
+def _key_name(token: str) -> str:
+    from .moods import key_from_token_name
+
+    return key_from_token_name(token)
+
+
+_TEMPO_CACHE: dict[int, frozenset] = {}
+
+
+def _tempo_ids(remi, tempo_vocab: dict) -> frozenset:
+    k = id(remi)
+    if k not in _TEMPO_CACHE:
+        _TEMPO_CACHE[k] = frozenset(tempo_vocab.values())
+    return _TEMPO_CACHE[k]
+
+
+def _bpe_encode(tok: MelodiaTokenizer, bars: list) -> list[int]:
+    """BPE ids of a list of base-id bars (identity when BPE is not trained)."""
+    if not tok.is_trained:
+        return [int(i) for b in bars for i in b]
+    remi = tok.remi
+    enc = remi._model.encode([remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in bars], is_pretokenized=True)
+    return list(enc.ids)
+
+
+def _bpe_lengths(tok: MelodiaTokenizer, bars: list) -> list[int]:
+    if not tok.is_trained or not bars:
+        return [len(b) for b in bars]
+    remi = tok.remi
+    encs = remi._model.encode_batch([[remi._ids_to_bytes(b.tolist(), as_one_str=True)] for b in bars],
+                                    is_pretokenized=True)
+    return [len(e.ids) for e in encs]
+
+
+def _truncate_bar(bar, remi, tok: MelodiaTokenizer, budget: int):
+    """Cut a bar at the last Position boundary that keeps its BPE length within budget."""
+    starts = [i for i in range(len(bar)) if remi[int(bar[i])].startswith("Position_")] + [len(bar)]
+    best = bar[: starts[0]]
+    for s in starts[1:]:
+        if _bpe_lengths(tok, [bar[:s]])[0] > budget:
+            break
+        best = bar[:s]
+    return best
+
+
+# =========================================================================== round trip
+@dataclass
+class RoundTrip:
+    """Result of :func:`check_roundtrip`: ``kept`` of ``notes`` came back (share in ``ratio``)."""
+
+    pieces: int
+    notes: int
+    kept: int
+    lost_by_reason: dict
+
+    @property
+    def ratio(self) -> float:
+        return self.kept / self.notes if self.notes else 1.0
+
+
+def note_table(score: "symusic.Score") -> "np.ndarray":
+    """Notes as an (n, 4) float array: onset beat, duration beats, pitch, program (-1 = drums).
+
+    Example: ``note_table(score)[:, 2]`` are the pitches.
+    """
+    import numpy as np
+
+    tpq = score.ticks_per_quarter
+    parts = []
+    for tr in score.tracks:
+        a = tr.notes.numpy()
+        n = len(a["time"])
+        parts.append(np.stack([a["time"] / tpq, a["duration"] / tpq, a["pitch"].astype(float),
+                               np.full(n, -1.0 if tr.is_drum else float(tr.program))], axis=1))
+    return np.concatenate(parts) if parts else np.zeros((0, 4))
+
+
+def compare_notes(orig: "np.ndarray", back: "np.ndarray", onset_step: float, dur_step) -> tuple[int, dict]:
+    """How many original notes come back: same pitch and program, onset within one grid step,
+    duration within one grid step of the duration grid at that length.
+
+    ``dur_step(d)`` gives the duration grid step (beats) at duration ``d``. Returns the count
+    kept and the lost ones by reason. Example: ``kept, lost = compare_notes(a, b, 1/24, f)``.
+    """
+    from collections import defaultdict
+
+    pool: dict = defaultdict(list)
+    for on, du, p, prog in back:
+        pool[(int(p), int(prog))].append([on, du, False])
+    kept, lost = 0, {"pitch/program missing": 0, "onset moved": 0, "duration changed": 0}
+    for on, du, p, prog in orig:
+        cands = pool.get((int(p), int(prog)), [])
+        best, reason = None, "pitch/program missing" if not cands else "onset moved"
+        tol_on = onset_step + 1e-6
+        for c in cands:
+            if c[2] or abs(c[0] - on) > tol_on:
+                continue
+            if abs(c[1] - du) <= dur_step(du) + 1e-6:
+                best = c
+                break
+            reason = "duration changed"
+        if best is not None:
+            best[2] = True
+            kept += 1
+        else:
+            lost[reason] += 1
+    return kept, lost
+
+
+def _duration_step_fn(remi):
+    """Grid step (beats) of MidiTok's duration tokens at a given length."""
+    ranges = sorted(remi.config.beat_res.items())
+    max_beats = ranges[-1][0][1]
+
+    def step(d: float) -> float:
+        for (lo, hi), res in ranges:
+            if d < hi:
+                return 1.0 / res
+        return max(d - max_beats, 0.0) + 1.0 / ranges[-1][1]  # longer notes are clipped: count as lost
+    return step
+
+
+def _roundtrip_one(path: str) -> tuple[int, int, dict]:
+    import symusic
+
+    remi = _WORKER_TOK
+    assert remi is not None
+    score = symusic.Score(path)
+    seq = remi.encode(score)
+    back = remi.decode(seq if not isinstance(seq, list) else seq[0])
+    orig = note_table(score)
+    res = max(remi.config.beat_res.values())
+    kept, lost = compare_notes(orig, note_table(back), 1.0 / res, _duration_step_fn(remi))
+    return len(orig), kept, lost
+
+
+def check_roundtrip(shards_dir: str | os.PathLike, split: str = "train", workers: int | None = None,
+                    progress: bool = True, limit: int | None = None) -> RoundTrip:
+    """Encode and decode every piece of a split; count notes that come back (see :func:`compare_notes`).
+
+    Example: ``print(f"{check_roundtrip('T').ratio:.1%}")``
+    """
+    from .corpus import load_manifest
+
+    shards_dir = Path(shards_dir)
+    index = _read_index(shards_dir)
+    corpus = Path(index["corpus"])
+    rows = [r for r in load_manifest(corpus) if r["split"] == split]
+    if limit:
+        rows = rows[:limit]
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    total = kept = 0
+    lost: dict = {}
+    paths = [str(corpus / r["file"]) for r in rows]
+    for n, k, l in _pool_map(_roundtrip_one, paths, workers, _base_worker_init, (str(shards_dir / TOKENIZER_FILE),),
+                             "round trip", progress):
+        total += n
+        kept += k
+        for key, v in l.items():
+            lost[key] = lost.get(key, 0) + v
+    return RoundTrip(len(rows), total, kept, lost)
+
+
+def _read_index(shards_dir: Path) -> dict:
+    p = Path(shards_dir) / "index.json"
+    if not p.is_file():
+        raise BadInputError(f"{shards_dir}: not a shards folder (no index.json; run `melodia tokenize`)")
+    with open(p, encoding="utf-8") as f:
+        return json.load(f)
