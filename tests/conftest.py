@@ -1,0 +1,70 @@
+"""Shared fixtures: real MIDI from tests/data (POP909 excerpt, MIT) and small made-up pieces."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+POP909 = DATA / "pop909"
+
+
+def make_piece(path: Path, key_pc: int = 0, minor: bool = False, bars: int = 8, qpm: float = 120.0,
+               meter: tuple[int, int] = (4, 4), seed: int = 0, velocity: int = 90) -> Path:
+    """Write a small two-track piece (melody on program 0, chords on program 1)."""
+    import random
+
+    import symusic
+
+    rnd = random.Random(seed)
+    tpq = 480
+    s = symusic.Score(tpq)
+    s.tempos.append(symusic.Tempo(0, qpm=qpm))
+    s.time_signatures.append(symusic.TimeSignature(0, meter[0], meter[1]))
+    scale = [0, 2, 3, 5, 7, 8, 10] if minor else [0, 2, 4, 5, 7, 9, 11]
+    mel = symusic.Track("melody", program=0)
+    acc = symusic.Track("chords", program=1)
+    beat = tpq * 4 // meter[1]
+    bar_len = beat * meter[0]
+    for b in range(bars):
+        t0 = b * bar_len
+        root = scale[(b * 3) % 7]
+        for deg in (0, 2, 4):
+            p = 48 + key_pc + root + (scale[(scale.index(root) + deg) % 7] - root) % 12
+            acc.notes.append(symusic.Note(t0, bar_len, p, velocity - 20))
+        t = t0
+        while t < t0 + bar_len:
+            d = rnd.choice([beat // 2, beat, beat])
+            d = min(d, t0 + bar_len - t)
+            acc_p = 60 + key_pc + scale[rnd.randrange(7)]
+            mel.notes.append(symusic.Note(t, d, acc_p, velocity))
+            t += d
+    s.tracks.append(mel)
+    s.tracks.append(acc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    s.dump_midi(str(path))
+    return path
+
+
+@pytest.fixture
+def pop909_dir(tmp_path: Path) -> Path:
+    """A copy of the 4-song POP909 excerpt in POP909's own layout."""
+    dst = tmp_path / "pop909"
+    shutil.copytree(POP909, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_shards(tmp_path_factory) -> Path:
+    """Corpus + shards built from real MIDI (the POP909 excerpt and made-up pieces)."""
+    from melodia.corpus import build_corpus
+    from melodia.tokenizer import tokenize_corpus
+
+    root = tmp_path_factory.mktemp("shards")
+    src = root / "midi"
+    for i in range(12):
+        make_piece(src / f"p{i:02d}.mid", key_pc=i % 12, minor=i % 2 == 1, seed=i, qpm=70 + 10 * i)
+    build_corpus([str(src), str(POP909)], root / "C", workers=1, progress=False)
+    tokenize_corpus(root / "C", root / "T", vocab_size=800, max_len=512, workers=1, progress=False)
+    return root / "T"
