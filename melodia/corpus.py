@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import BadInputError, BadMidiError, MelodiaError
+from .midifile import check_score, load_score
 
 TPQ = 480
 SPLIT_SHARES = (("train", 90), ("valid", 5), ("test", 5))
@@ -50,11 +51,7 @@ MANIFEST_FIELDS = (
     "key", "key_source", "tempo", "tempo_known", "time_signature", "programs", "mood",
     "mood_source", "valence", "arousal", "tags",
 )
-# Sanity limits: a file beyond them is reported, not loaded (hostile or broken input).
-MAX_FILE_BYTES = 64 * 1024 * 1024
-MAX_NOTES = 500_000
-MAX_DURATION_S = 3 * 3600
-MIN_NOTES = 8
+MIN_NOTES = 8  # fewer is no piece to learn from
 
 
 # --------------------------------------------------------------------------- units of work
@@ -128,70 +125,6 @@ def _is_pop909(root: Path) -> bool:
 
 
 # --------------------------------------------------------------------------- reading
-def check_midi_bytes(data: bytes, name: str) -> None:
-    """Reject what is clearly not a usable MIDI file, with the reason.
-
-    Example:
-        >>> check_midi_bytes(b"", "x.mid")
-        Traceback (most recent call last):
-        melodia.errors.BadMidiError: x.mid: empty file (0 bytes)
-    """
-    if len(data) == 0:
-        raise BadMidiError(name, "empty file (0 bytes)")
-    if len(data) > MAX_FILE_BYTES:
-        raise BadMidiError(name, f"file too large ({len(data)} bytes > {MAX_FILE_BYTES})")
-    if data[:4] == b"RIFF" and data[8:12] == b"RMID":
-        return  # RIFF-wrapped MIDI; symusic reads it
-    if data[:4] != b"MThd":
-        raise BadMidiError(name, "not a MIDI file (no 'MThd' header)")
-    if len(data) < 14:
-        raise BadMidiError(name, "truncated header")
-    division = int.from_bytes(data[12:14], "big")
-    if division == 0:
-        raise BadMidiError(name, "ticks per beat is 0 in the header")
-    if division & 0x8000:
-        raise BadMidiError(name, "SMPTE time division is not supported")
-
-
-def read_midi(path: str | os.PathLike, data: bytes | None = None) -> "symusic.Score":
-    """Parse a MIDI file with symusic, every failure as :class:`BadMidiError` naming the file.
-
-    Example:
-        >>> score = read_midi("song.mid")
-    """
-    import symusic
-
-    name = str(path)
-    if data is None:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
-        except OSError as e:
-            raise BadMidiError(name, f"cannot read ({e.strerror or e})") from None
-    check_midi_bytes(data, name)
-    try:
-        score = symusic.Score.from_midi(data)
-    except Exception as e:  # symusic raises RuntimeError/ValueError with its own words
-        msg = str(e).replace("MiniMidi: ", "").replace(": iostream error", "")
-        raise BadMidiError(name, f"unreadable MIDI ({msg})") from None
-    check_score(score, name)
-    return score
-
-
-def check_score(score: "symusic.Score", name: str) -> None:
-    """Sanity limits on a parsed score. Example: ``check_score(score, "a.mid")``."""
-    if score.ticks_per_quarter <= 0:
-        raise BadMidiError(name, "ticks per beat is 0")
-    n = score.note_num()
-    if n > MAX_NOTES:
-        raise BadMidiError(name, f"too many notes ({n} > {MAX_NOTES})")
-    if n == 0:
-        raise BadMidiError(name, "no notes")
-    dur = score.to("second").end() if n else 0.0
-    if dur > MAX_DURATION_S:
-        raise BadMidiError(name, f"too long ({dur / 60:.0f} minutes > {MAX_DURATION_S // 60})")
-
-
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Silence C-level stderr (abc2midi inside symusic prints warnings for every tune)."""
@@ -241,7 +174,7 @@ def normalise(score: "symusic.Score", pop909: bool = False) -> "symusic.Score":
     """Resample, drop empty tracks, fix POP909's 1/4 meters, keep tracks on distinct programs.
 
     Example:
-        >>> clean = normalise(read_midi("a.mid"))
+        >>> clean = normalise(load_score("a.mid"))
     """
     import symusic
 
@@ -434,9 +367,9 @@ def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | Non
                     midi_bytes, tempo_known = _music21_export(unit.path, Path(cache_dir))
             except Exception as e:
                 raise BadMidiError(unit.display, f"music21 cannot export it ({e.__class__.__name__}: {e})") from None
-            score = read_midi(unit.display, midi_bytes)
+            score = load_score(midi_bytes, unit.display)
         else:
-            score = read_midi(unit.display, data)
+            score = load_score(data, unit.display)
         if unit.kind == "pop909":
             key = _pop909_key(unit.path)
         if unit.kind == "midi":
@@ -463,7 +396,7 @@ def _process_abc(unit: Unit, pieces: Path, res: UnitResult) -> None:
         try:
             with _quiet_stderr():
                 score = symusic.Score.from_abc(tune)
-            check_score(score, name)
+            check_score(score, name, need_notes=True)
             score = normalise(score)
             if score.note_num() < MIN_NOTES:
                 raise BadMidiError(name, f"too few notes ({score.note_num()} < {MIN_NOTES})")

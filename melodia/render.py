@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Union
 
 from .errors import BadInputError, BadMidiError, MelodiaError, OutputExistsError
 from .fileio import atomic_write, write_bytes
+from .midifile import load_score
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
@@ -48,7 +49,6 @@ __all__ = [
 FORMATS = {".mid": "midi", ".midi": "midi", ".wav": "wav", ".musicxml": "musicxml",
            ".xml": "musicxml", ".mxl": "musicxml", ".png": "png"}
 
-MAX_MIDI_BYTES = 64 * 1024 * 1024   # no real MIDI file is this big; refuse rather than choke
 MAX_RENDER_SECONDS = 20 * 60        # audio longer than this is refused (memory ~0.9 GB at 20 min)
 SYNTH_RATE = 48000                  # midirenderer (rustysynth) always renders 48 kHz stereo
 PEAK_DBFS = -1.0                    # normalisation target
@@ -59,87 +59,6 @@ _FADE_S = 0.05                      # fade-out at the cut, so the file never end
 
 
 # ----------------------------------------------------------------------------- reading
-
-def load_score(src: "ScoreLike", name: str | None = None) -> "symusic.Score":
-    """Read a MIDI file, MIDI bytes or a Score into a tick-based ``symusic.Score``.
-
-    Every parser failure (zero-byte, not MIDI, truncated, SMPTE or zero ticks per beat) is a
-    :class:`BadMidiError` naming the file (or ``name`` for bytes). A Score passes through
-    (converted to ticks if it is in quarters or seconds).
-
-    Example:
-        >>> score = load_score("song.mid")
-    """
-    import symusic
-
-    if isinstance(src, symusic.core.ScoreTick):
-        score = src
-        label = name or "<score>"
-    elif isinstance(src, (symusic.core.ScoreQuarter, symusic.core.ScoreSecond)):
-        score = src.to("tick")  # (symusic.Score's isinstance check accepts all three)
-        label = name or "<score>"
-    elif isinstance(src, (bytes, bytearray, memoryview)):
-        label = name or "<bytes>"
-        score = _parse_midi(bytes(src), label)
-    elif isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        label = name or str(path)
-        try:
-            size = path.stat().st_size
-            if size > MAX_MIDI_BYTES:
-                raise BadMidiError(label, f"{size} bytes is too large for a MIDI file "
-                                          f"(limit {MAX_MIDI_BYTES})")
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise BadMidiError(label, "no such file") from None
-        except IsADirectoryError:
-            raise BadMidiError(label, "is a directory, not a MIDI file") from None
-        except OSError as e:
-            raise BadMidiError(label, f"cannot be read ({e.strerror or e})") from None
-        score = _parse_midi(data, label)
-    else:
-        raise BadInputError(f"cannot read a score from {type(src).__name__}: "
-                            "give a MIDI path, MIDI bytes or a symusic.Score")
-    if score.ticks_per_quarter <= 0:
-        raise BadMidiError(label, f"ticks per beat is {score.ticks_per_quarter}; must be positive")
-    return score
-
-
-def _parse_midi(data: bytes, label: str) -> "symusic.Score":
-    import symusic
-
-    if not data:
-        raise BadMidiError(label, "empty file (0 bytes)")
-    if not data.startswith(b"MThd"):
-        raise BadMidiError(label, "not a MIDI file (no 'MThd' header)")
-    try:
-        score = symusic.Score.from_midi(data)
-    except Exception as e:  # symusic raises RuntimeError for every parser failure
-        problem = str(e).replace("MiniMidi: ", "").replace(": iostream error", "")
-        raise BadMidiError(label, f"unreadable MIDI ({problem})") from None
-    # symusic accepts a file that ends before the tracks its header promises
-    promised, found = _count_tracks(data)
-    if found < promised:
-        raise BadMidiError(label, f"truncated: the header promises {promised} track"
-                                  f"{'s' if promised != 1 else ''}, the file holds {found}")
-    return score
-
-
-def _count_tracks(data: bytes) -> tuple[int, int]:
-    """(tracks the MThd header promises, complete MTrk chunks present)."""
-    import struct
-
-    header_len = struct.unpack(">I", data[4:8])[0]
-    promised = struct.unpack(">H", data[10:12])[0]
-    pos, found = 8 + header_len, 0
-    while pos + 8 <= len(data):
-        kind, length = data[pos:pos + 4], struct.unpack(">I", data[pos + 4:pos + 8])[0]
-        if pos + 8 + length > len(data):
-            break
-        found += kind == b"MTrk"
-        pos += 8 + length
-    return promised, found
-
 
 def _label(src: object) -> str:
     return str(src) if isinstance(src, (str, os.PathLike)) else "<score>"

@@ -10,8 +10,8 @@ import symusic
 
 from conftest import POP909, make_piece
 from melodia.cli import main
-from melodia.corpus import (build_corpus, corpus_stats, load_manifest, normalise, read_midi,
-                            split_abc, split_of)
+from melodia.corpus import build_corpus, corpus_stats, load_manifest, normalise, split_abc, split_of
+from melodia.midifile import load_score
 from melodia.errors import BadMidiError
 
 
@@ -34,14 +34,14 @@ def test_broken_files_are_reported_and_valid_one_kept(tmp_path):
     s = build_corpus([str(d)], tmp_path / "C", workers=1, progress=False)
     rows = load_manifest(tmp_path / "C")
     assert [r["path"] for r in rows] == ["mixed/good.mid"]
-    assert rows[0]["notes"] == read_midi(POP909 / "001" / "001.mid").note_num()
+    assert rows[0]["notes"] == load_score(POP909 / "001" / "001.mid").note_num()
     report = json.loads((tmp_path / "C" / "report.json").read_text())
     reasons = {Path(x["path"]).name: x["reason"] for x in report["skipped"]}
     assert set(reasons) == {"truncated.mid", "empty.mid", "text.mid", "tpq0.mid"}
     assert "empty" in reasons["empty.mid"]
     assert "not a MIDI" in reasons["text.mid"]
     assert "ticks per beat is 0" in reasons["tpq0.mid"]
-    assert "unreadable" in reasons["truncated.mid"]
+    assert "truncated" in reasons["truncated.mid"]
     assert s.skipped == 4
 
 
@@ -56,7 +56,7 @@ def test_read_midi_names_file_and_problem(tmp_path):
     p = tmp_path / "x.mid"
     p.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\xff\xff")
     with pytest.raises(BadMidiError) as e:
-        read_midi(p)
+        load_score(p)
     assert str(p) in str(e.value)
 
 

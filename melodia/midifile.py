@@ -1,0 +1,138 @@
+"""Reading MIDI safely: the one door every stage uses (corpus, render, generate, API, server).
+
+Users feed melodia whatever MIDI they have. :func:`load_score` reads a path, bytes or an
+existing ``symusic.Score`` and answers every bad file with a :class:`BadMidiError` that names
+the file and the problem — never another exception, a hang, or runaway memory:
+
+* the header is checked before parsing (empty file, not MIDI, ticks-per-beat 0, SMPTE time);
+* symusic (C++) parses; its failures are reworded;
+* a file whose header promises more tracks than it holds is truncated, even where symusic
+  would accept it;
+* sanity limits: size, note count, length in time.
+
+Example:
+    >>> score = load_score("song.mid")
+"""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+from .errors import BadInputError, BadMidiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import symusic
+
+    ScoreLike = Union[str, os.PathLike, bytes, "symusic.Score"]
+
+MAX_MIDI_BYTES = 64 * 1024 * 1024   # larger is no MIDI file a person made
+MAX_NOTES = 500_000                 # ~100× a dense orchestral piece
+MAX_DURATION_S = 3 * 3600           # three hours
+
+
+def check_midi_bytes(data: bytes, name: str) -> None:
+    """Reject what is clearly not a usable MIDI file, with the reason.
+
+    Example:
+        >>> check_midi_bytes(b"", "x.mid")
+        Traceback (most recent call last):
+        melodia.errors.BadMidiError: x.mid: empty file (0 bytes)
+    """
+    if len(data) == 0:
+        raise BadMidiError(name, "empty file (0 bytes)")
+    if len(data) > MAX_MIDI_BYTES:
+        raise BadMidiError(name, f"{len(data)} bytes is too large for a MIDI file (limit {MAX_MIDI_BYTES})")
+    if data[:4] != b"MThd":
+        raise BadMidiError(name, "not a MIDI file (no 'MThd' header)")
+    if len(data) < 14:
+        raise BadMidiError(name, "truncated header")
+    division = int.from_bytes(data[12:14], "big")
+    if division & 0x8000:
+        raise BadMidiError(name, "SMPTE time division is not supported")
+    if division == 0:
+        raise BadMidiError(name, "ticks per beat is 0 in the header")
+
+
+def _count_tracks(data: bytes) -> tuple[int, int]:
+    """(tracks the MThd header promises, complete MTrk chunks present)."""
+    header_len = struct.unpack(">I", data[4:8])[0]
+    promised = struct.unpack(">H", data[10:12])[0]
+    pos, found = 8 + header_len, 0
+    while pos + 8 <= len(data):
+        kind, length = data[pos:pos + 4], struct.unpack(">I", data[pos + 4:pos + 8])[0]
+        if pos + 8 + length > len(data):
+            break
+        found += kind == b"MTrk"
+        pos += 8 + length
+    return promised, found
+
+
+def parse_midi_bytes(data: bytes, name: str) -> "symusic.Score":
+    """Bytes → checked ``symusic.Score`` (see the module docstring). Example: ``parse_midi_bytes(b, "a.mid")``."""
+    import symusic
+
+    check_midi_bytes(data, name)
+    promised, found = _count_tracks(data)
+    if found < promised:
+        raise BadMidiError(name, f"truncated: the header promises {promised} track"
+                                 f"{'s' if promised != 1 else ''}, the file holds {found}")
+    try:
+        score = symusic.Score.from_midi(data)
+    except Exception as e:  # symusic raises RuntimeError/ValueError with its own words
+        msg = str(e).replace("MiniMidi: ", "").replace(": iostream error", "")
+        raise BadMidiError(name, f"unreadable MIDI ({msg})") from None
+    check_score(score, name)
+    return score
+
+
+def check_score(score: "symusic.Score", name: str, need_notes: bool = False) -> None:
+    """Sanity limits on a parsed score. Example: ``check_score(score, "a.mid")``."""
+    if score.ticks_per_quarter <= 0:
+        raise BadMidiError(name, f"ticks per beat is {score.ticks_per_quarter}; must be positive")
+    n = score.note_num()
+    if n > MAX_NOTES:
+        raise BadMidiError(name, f"too many notes ({n} > {MAX_NOTES})")
+    if n == 0:
+        if need_notes:
+            raise BadMidiError(name, "no notes")
+        return
+    try:
+        dur = score.to("second").end()
+    except Exception as e:  # absurd tempo maps
+        raise BadMidiError(name, f"unusable tempo map ({e})") from None
+    if not dur == dur or dur > MAX_DURATION_S:  # NaN or too long
+        raise BadMidiError(name, f"too long ({dur / 60:.0f} minutes; limit {MAX_DURATION_S // 60})")
+
+
+def load_score(src: "ScoreLike", name: str | None = None) -> "symusic.Score":
+    """Read a MIDI path, MIDI bytes or a Score into a checked, tick-based ``symusic.Score``.
+
+    Example:
+        >>> score = load_score("song.mid")
+    """
+    import symusic
+
+    if isinstance(src, symusic.core.ScoreTick):
+        return src
+    if isinstance(src, (symusic.core.ScoreQuarter, symusic.core.ScoreSecond)):
+        return src.to("tick")
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return parse_midi_bytes(bytes(src), name or "<bytes>")
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        label = name or str(path)
+        try:
+            size = path.stat().st_size
+            if size > MAX_MIDI_BYTES:
+                raise BadMidiError(label, f"{size} bytes is too large for a MIDI file (limit {MAX_MIDI_BYTES})")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BadMidiError(label, "no such file") from None
+        except IsADirectoryError:
+            raise BadMidiError(label, "is a directory, not a MIDI file") from None
+        except OSError as e:
+            raise BadMidiError(label, f"cannot be read ({e.strerror or e})") from None
+        return parse_midi_bytes(data, label)
+    raise BadInputError(f"cannot read a score from {type(src).__name__}: give a MIDI path, MIDI bytes or a symusic.Score")
