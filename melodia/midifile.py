@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_MIDI_BYTES = 64 * 1024 * 1024   # larger is no MIDI file a person made
 MAX_NOTES = 500_000                 # ~100× a dense orchestral piece
 MAX_DURATION_S = 3 * 3600           # three hours
+MAX_BEATS = 50_000                  # ~7 hours at 120 qpm: bounds the token count of any piece
+TEMPO_RANGE = (4.0, 1000.0)         # quarter notes per minute a score may ask for
 
 
 def check_midi_bytes(data: bytes, name: str) -> None:
@@ -91,6 +93,13 @@ def check_score(score: "symusic.Score", name: str, need_notes: bool = False) -> 
     """Sanity limits on a parsed score. Example: ``check_score(score, "a.mid")``."""
     if score.ticks_per_quarter <= 0:
         raise BadMidiError(name, f"ticks per beat is {score.ticks_per_quarter}; must be positive")
+    for ts in score.time_signatures:
+        if ts.numerator <= 0 or ts.denominator <= 0 or ts.denominator & (ts.denominator - 1):
+            raise BadMidiError(name, f"invalid time signature {ts.numerator}/{ts.denominator} at tick {ts.time}")
+    for t in score.tempos:
+        if not TEMPO_RANGE[0] <= t.qpm <= TEMPO_RANGE[1]:
+            raise BadMidiError(name, f"absurd tempo {t.qpm:.4g} qpm at tick {t.time} "
+                                     f"(allowed {TEMPO_RANGE[0]:g}-{TEMPO_RANGE[1]:g})")
     n = score.note_num()
     if n > MAX_NOTES:
         raise BadMidiError(name, f"too many notes ({n} > {MAX_NOTES})")
@@ -98,6 +107,9 @@ def check_score(score: "symusic.Score", name: str, need_notes: bool = False) -> 
         if need_notes:
             raise BadMidiError(name, "no notes")
         return
+    beats = score.end() / score.ticks_per_quarter
+    if beats > MAX_BEATS:
+        raise BadMidiError(name, f"too long ({beats:.0f} beats; limit {MAX_BEATS})")
     try:
         dur = score.to("second").end()
     except Exception as e:  # absurd tempo maps
