@@ -307,16 +307,18 @@ class TokenizeSummary:
 
 
 _WORKER_TOK: "miditok.REMI | None" = None
+_WORKER_MTOK: "MelodiaTokenizer | None" = None
 
 
 def _base_worker_init(tok_json: str | None) -> None:
-    global _WORKER_TOK
+    global _WORKER_TOK, _WORKER_MTOK
     if tok_json is None:
         from miditok import REMI
 
         _WORKER_TOK = REMI(miditok_config())
     else:
-        _WORKER_TOK = MelodiaTokenizer.load(tok_json).remi
+        _WORKER_MTOK = MelodiaTokenizer.load(tok_json)
+        _WORKER_TOK = _WORKER_MTOK.remi
 
 
 def _base_ids(path: str) -> tuple[str, "np.ndarray | str"]:
@@ -333,6 +335,51 @@ def _base_ids(path: str) -> tuple[str, "np.ndarray | str"]:
         return path, np.asarray(seq.ids, dtype=np.int32)
     except Exception as e:  # reported by the caller, never fatal for the whole corpus
         return path, f"{e.__class__.__name__}: {e}"
+
+
+def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
+    """Worker: one piece → its chunks (uint16 arrays with controls and EOS), or an error."""
+    import numpy as np
+
+    path, ids, prefix, max_len = job
+    tok = _WORKER_MTOK
+    assert tok is not None
+    if ids is None:
+        path, ids = _base_ids(path)
+        if isinstance(ids, str):
+            return path, ids
+    if len(ids) == 0:
+        return path, "no tokens"
+    remi = tok.remi
+    budget = max_len - len(prefix) - 1 - 4  # 4: room for the tempo re-stated at a chunk start
+    bars = _split_bars(ids, remi.vocab["Bar_None"])
+    lengths = _bpe_lengths(tok, bars)
+    # the tempo in force when each bar starts (REMI writes only tempo changes)
+    is_tempo = np.isin(ids, np.fromiter(_tempo_ids(remi), dtype=np.int64))
+    tempo_at_bar, tempo = [], None
+    for b, flags in zip(bars, np.split(is_tempo, np.cumsum([len(b) for b in bars])[:-1])):
+        tempo_at_bar.append(tempo)
+        if flags.any():
+            tempo = int(b[np.flatnonzero(flags)[-1]])
+    chunks, cur, cur_len, truncated = [], [], 0, 0
+    for bi, (b, n) in enumerate(zip(bars, lengths)):
+        if n > budget:  # one absurdly dense bar: keep its first notes only
+            b, n = _truncate_bar(b, remi, tok, budget), budget
+            truncated += 1
+        if cur and cur_len + n > budget:
+            chunks.append(cur)
+            cur, cur_len = [], 0
+        if not cur and bi > 0:
+            b = _chunk_start_bar(b, tempo_at_bar[bi], remi)
+        cur.append(b)
+        cur_len += n
+    if cur:
+        chunks.append(cur)
+    out = []
+    for c in chunks:
+        music = _bpe_encode(tok, c)[: max_len - len(prefix) - 1]
+        out.append(np.asarray(list(prefix) + music + [EOS_ID], dtype=np.uint16))
+    return path, (out, truncated)
 
 
 def _pool_map(fn, items: list, workers: int, init, initargs: tuple, desc: str, progress: bool):
@@ -411,81 +458,52 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     if tokenizer is not None:
         tok = tokenizer if isinstance(tokenizer, MelodiaTokenizer) else MelodiaTokenizer.load(tokenizer)
         tok.add_controls([f"MOOD_{m}" for m in user_moods] + [f"TAG_{t}" for t in tags])
-        base_tok_json = None  # base ids depend only on the (shared) REMI config
     else:
         tok = MelodiaTokenizer.new(user_moods, tags)
-        base_tok_json = None
 
-    # 1. base ids of every piece, both cores
+    # 1. BPE on the train split (base ids on all cores; bars never merge across bars)
     paths = [str(corpus_dir / r["file"]) for r in rows]
-    base: dict[str, np.ndarray] = {}
-    failed = []
-    for path, res in _pool_map(_base_ids, paths, workers, _base_worker_init, (base_tok_json,), "tokenize", progress):
-        if isinstance(res, str) or len(res) == 0:
-            failed.append({"file": path, "reason": res if isinstance(res, str) else "no tokens"})
-        else:
-            base[path] = res
     remi = tok.remi
     bar_id = remi.vocab["Bar_None"]
-
-    # 2. BPE on the train split (bars never merge across: MidiTok splits on bars)
-    if not tok.is_trained:
-        train_seqs = [base[p] for p, r in zip(paths, rows) if r["split"] == "train" and p in base]
-        if not train_seqs:
+    base: dict[str, np.ndarray] = {}
+    failed: list[dict] = []
+    if not tok.is_trained and vocab_size > len(remi):
+        train_paths = [p for p, r in zip(paths, rows) if r["split"] == "train"]
+        if not train_paths:
             raise BadInputError(f"{corpus_dir}: no train pieces to learn BPE from")
+        for path, res in _pool_map(_base_ids, train_paths, workers, _base_worker_init, (None,), "bpe input", progress):
+            if isinstance(res, np.ndarray) and len(res):
+                base[path] = res
+        seqs = list(base.values())
 
         class _BarBytes:  # MidiTok wants len() and iteration: one list of bar strings per piece
             def __len__(self):
-                return len(train_seqs)
+                return len(seqs)
 
             def __iter__(self):
-                for ids in train_seqs:
+                for ids in seqs:
                     yield [remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in _split_bars(ids, bar_id)]
 
-        if vocab_size > len(remi):
-            remi.train(vocab_size=vocab_size, model="BPE", iterator=_BarBytes())
+        remi.train(vocab_size=vocab_size, model="BPE", iterator=_BarBytes())
 
-    # 3. chunks: whole bars, at most max_len ids with controls and EOS
-    index_chunks, per_split = [], {"train": [], "valid": [], "test": []}
-    truncated = 0
-    tempo_vocab = {t: i for t, i in remi.vocab.items() if t.startswith("Tempo_")}
-    from tqdm.auto import tqdm
-
-    for path, r in tqdm(list(zip(paths, rows)), desc="chunks", unit="piece", disable=not progress):
-        ids = base.get(path)
-        if ids is None:
-            continue
-        prefix = tok.controls_prefix(r["mood"], r["key"], r.get("tags", []))
-        budget = max_len - len(prefix) - 1 - 4  # 4: room for the tempo re-stated at a chunk start
-        bars = _split_bars(ids, bar_id)
-        enc = _bpe_lengths(tok, bars)
-        chunks, cur, cur_len, tempo = [], [], 0, None
-        tempo_at_bar = []
-        for b in bars:  # the tempo in force when each bar starts
-            tempo_at_bar.append(tempo)
-            for i in b:
-                if int(i) in _tempo_ids(remi, tempo_vocab):
-                    tempo = int(i)
-        for bi, (b, n) in enumerate(zip(bars, enc)):
-            if n > budget:  # one absurdly dense bar: keep its first notes only
-                b, n = _truncate_bar(b, remi, tok, budget), budget
-                truncated += 1
-            if cur and cur_len + n > budget:
-                chunks.append(cur)
-                cur, cur_len = [], 0
-            if not cur and bi > 0:
-                b = _chunk_start_bar(b, tempo_at_bar[bi], remi)
-            cur.append(b)
-            cur_len += n
-        if cur:
-            chunks.append(cur)
-        for c in chunks:
-            music = _bpe_encode(tok, c)[: max_len - len(prefix) - 1]
-            seq = np.asarray(prefix + music + [EOS_ID], dtype=np.uint16)
-            per_split[r["split"]].append((seq, r))
-
-    # 4. shards
+    # 2. chunks: whole bars, at most max_len ids with controls and EOS (all cores)
     out.mkdir(parents=True, exist_ok=True)
+    tok_path = tok.save(out / TOKENIZER_FILE)
+    jobs = [(p, base.pop(p, None), tok.controls_prefix(r["mood"], r["key"], r.get("tags", [])), max_len)
+            for p, r in zip(paths, rows)]
+    per_split: dict[str, list] = {"train": [], "valid": [], "test": []}
+    index_chunks: list[dict] = []
+    truncated = 0
+    for (path, res), r in zip(_pool_map(_chunk_piece, jobs, workers, _base_worker_init, (str(tok_path),),
+                                        "tokenize", progress), rows):
+        if isinstance(res, str):
+            failed.append({"file": path, "reason": res})
+            continue
+        chunks, n_trunc = res
+        truncated += n_trunc
+        per_split[r["split"]].extend((c, r) for c in chunks)
+
+    # 3. shards
     for old in out.glob("*-[0-9][0-9][0-9].npy"):
         old.unlink()
     shards, tokens = [], {}
@@ -516,7 +534,6 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
                 flush()
         flush()
 
-    tok.save(out / TOKENIZER_FILE)
     index = {
         "format": 1, "vocab_size": tok.vocab_size, "base_vocab_size": tok.base_size, "max_len": max_len,
         "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
@@ -537,14 +554,8 @@ def _key_name(token: str) -> str:
     return key_from_token_name(token)
 
 
-_TEMPO_CACHE: dict[int, frozenset] = {}
-
-
-def _tempo_ids(remi, tempo_vocab: dict) -> frozenset:
-    k = id(remi)
-    if k not in _TEMPO_CACHE:
-        _TEMPO_CACHE[k] = frozenset(tempo_vocab.values())
-    return _TEMPO_CACHE[k]
+def _tempo_ids(remi) -> list[int]:
+    return [i for t, i in remi.vocab.items() if t.startswith("Tempo_")]
 
 
 def _bpe_encode(tok: MelodiaTokenizer, bars: list) -> list[int]:
