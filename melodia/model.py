@@ -1,0 +1,375 @@
+"""The network: size presets on transformers' ``LlamaForCausalLM``, and the model directory.
+
+Why Llama (and not GPT-2): rotary position embeddings (RoPE, theta 10000) encode only relative
+offsets, so a model trained on 1,024-token chunks can still generate a little past that length,
+where GPT-2's learned absolute positions simply end; RMSNorm, a SwiGLU MLP and no biases are the
+current standard recipe and train a little better per parameter; the input embedding and the
+output layer share one matrix (``tie_word_embeddings``), which matters when the vocabulary is a
+large share of a small model; grouped-query attention (``n_kv_head < n_head``) is available to
+shrink the KV cache. The lean generation loop in ``melodia/generate.py`` relies on exactly this
+layout.
+
+Presets (parameters with a 3,000–4,000 token vocabulary):
+
+=====  =======  ====  =======  ==========  ====  =======  ==========================
+name   n_layer  d     n_head   n_kv_head   d_ff  max_len  parameters
+=====  =======  ====  =======  ==========  ====  =======  ==========================
+tiny   2        64    4        2           176   512      ~0.3 M (tests; GQA path)
+small  6        320   5        5           640   1024     ~7.1–7.4 M (shipped, ~15 MB bf16)
+base   8        512   8        8           1408  1024     ~25–28 M
+large  12       768   12       12          2048  2048     ~87 M
+=====  =======  ====  =======  ==========  ====  =======  ==========================
+
+A model directory (see docs/ARCHITECTURE.md) holds ``config.json`` + ``model.safetensors``
+(written by ``save_pretrained``, so ``AutoModelForCausalLM.from_pretrained(dir)`` loads it),
+``tokenizer.json`` and ``melodia.json``.
+
+Example:
+    >>> model = build_model("tiny", vocab_size=3100)
+    >>> save_model_dir(model, "out/model", "tokens/tokenizer.json", {"preset": "tiny"})
+    >>> model, meta = load_model_dir("out/model")
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import BadInputError, BadModelError
+
+if TYPE_CHECKING:  # heavy imports stay inside functions
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "melodia.json")
+ROPE_THETA = 10000.0
+NORM_EPS = 1e-5
+MAX_VOCAB = 65535  # uint16 shards
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of the network; one place to change a hyper-parameter.
+
+    Example:
+        >>> ModelConfig(n_layer=4, n_head=4, n_kv_head=4, d_model=256, d_ff=704, max_len=1024)
+    """
+
+    n_layer: int
+    n_head: int
+    n_kv_head: int
+    d_model: int
+    d_ff: int
+    max_len: int
+
+    def validate(self) -> None:
+        """Raise :class:`BadInputError` on a shape transformers cannot build."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise BadInputError(f"model config: {f.name} must be a positive integer, got {v!r}")
+        if self.d_model % self.n_head:
+            raise BadInputError(f"model config: d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if self.n_head % self.n_kv_head:
+            raise BadInputError(f"model config: n_head {self.n_head} is not divisible by n_kv_head {self.n_kv_head}")
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(n_layer=2, n_head=4, n_kv_head=2, d_model=64, d_ff=176, max_len=512),
+    "small": ModelConfig(n_layer=6, n_head=5, n_kv_head=5, d_model=320, d_ff=640, max_len=1024),
+    "base": ModelConfig(n_layer=8, n_head=8, n_kv_head=8, d_model=512, d_ff=1408, max_len=1024),
+    "large": ModelConfig(n_layer=12, n_head=12, n_kv_head=12, d_model=768, d_ff=2048, max_len=2048),
+}
+
+
+def get_preset(preset: str | ModelConfig) -> ModelConfig:
+    """A preset by name (or a :class:`ModelConfig` passed through). Example: ``get_preset("small")``."""
+    if isinstance(preset, ModelConfig):
+        preset.validate()
+        return preset
+    if preset not in PRESETS:
+        raise BadInputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def llama_config(mc: ModelConfig, vocab_size: int, pad_id: int = 0, bos_id: int = 1,
+                 eos_id: int = 2) -> "LlamaConfig":
+    """The transformers config for a shape and a vocabulary. Example: ``llama_config(PRESETS["tiny"], 3100)``."""
+    from transformers import LlamaConfig
+
+    mc.validate()
+    if not isinstance(vocab_size, int) or not 8 <= vocab_size <= MAX_VOCAB:
+        raise BadInputError(f"vocab_size must be an integer in [8, {MAX_VOCAB}], got {vocab_size!r}")
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=mc.d_model, intermediate_size=mc.d_ff,
+        num_hidden_layers=mc.n_layer, num_attention_heads=mc.n_head, num_key_value_heads=mc.n_kv_head,
+        head_dim=mc.d_model // mc.n_head, max_position_embeddings=mc.max_len, hidden_act="silu",
+        rms_norm_eps=NORM_EPS, rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        attention_bias=False, mlp_bias=False, attention_dropout=0.0, tie_word_embeddings=True,
+        pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, use_cache=True,
+    )
+
+
+def model_config_of(config: "LlamaConfig") -> ModelConfig:
+    """The :class:`ModelConfig` a transformers config was built from. Example: ``model_config_of(model.config)``."""
+    return ModelConfig(n_layer=config.num_hidden_layers, n_head=config.num_attention_heads,
+                       n_kv_head=config.num_key_value_heads, d_model=config.hidden_size,
+                       d_ff=config.intermediate_size, max_len=config.max_position_embeddings)
+
+
+def preset_name(mc: ModelConfig) -> str | None:
+    """The name of the preset equal to ``mc``, or None. Example: ``preset_name(PRESETS["tiny"]) == "tiny"``."""
+    return next((name for name, p in PRESETS.items() if p == mc), None)
+
+
+def build_model(preset: str | ModelConfig, vocab_size: int, attn_implementation: str = "sdpa",
+                seed: int | None = None) -> "LlamaForCausalLM":
+    """A freshly initialised model (fp32, CPU) of a preset's shape.
+
+    Example:
+        >>> model = build_model("tiny", vocab_size=3100)
+    """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    config = llama_config(get_preset(preset), vocab_size)
+    config._attn_implementation = attn_implementation
+    if seed is not None:
+        torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def count_parameters(model: "torch.nn.Module", trainable_only: bool = False) -> int:
+    """Number of distinct parameters (a tied matrix counts once). Example: ``count_parameters(model)``."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():  # .parameters() already yields a shared tensor once
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def _dtype_of(dtype: "str | torch.dtype | None") -> "torch.dtype | None":
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise BadInputError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
+    return table[dtype]
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """No transformers progress bars while saving/loading one small file."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _share_like_umask(root: Path) -> None:
+    """mkdtemp/mkstemp make private (0700/0600) entries; give them the modes a plain mkdir/open would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [root, *root.rglob("*")]:
+        with contextlib.suppress(OSError):
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not possible on every platform; best effort
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def make_temp_dir(final: str | os.PathLike) -> Path:
+    """An empty hidden folder beside ``final`` to build it in. Example: ``tmp = make_temp_dir("out/model")``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Swap a fully written folder ``tmp`` in as ``final`` with renames.
+
+    The old ``final`` is first renamed to ``.<name>.old``, then ``tmp`` becomes ``final``, then
+    the old one is deleted. A kill at any moment leaves a complete folder at ``final`` or at
+    ``.<name>.old`` (:func:`recover_dir` puts it back), never a half-written one.
+
+    Example:
+        >>> replace_dir(make_temp_dir("out/ckpt"), "out/ckpt")
+    """
+    tmp, final = Path(tmp), Path(final)
+    _share_like_umask(tmp)
+    _fsync_tree(tmp)
+    old = final.parent / f".{final.name}.old"
+    if old.exists() and final.exists():
+        shutil.rmtree(old)  # a leftover from an earlier interrupted swap; final is newer
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(final: str | os.PathLike) -> Path | None:
+    """After a kill: put back the complete folder :func:`replace_dir` left, drop half-built ones.
+
+    Returns ``final`` if a complete folder is there afterwards, else None.
+    Example: ``recover_dir("runs/a/checkpoint")``.
+    """
+    final = Path(final)
+    old = final.parent / f".{final.name}.old"
+    if not final.exists() and old.exists():
+        os.replace(old, final)
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    if final.parent.exists():
+        for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final if final.exists() else None
+
+
+def save_model_dir(model: "torch.nn.Module", out_dir: str | os.PathLike, tokenizer_json_path: str | os.PathLike,
+                   meta: dict[str, Any], dtype: "str | torch.dtype | None" = None) -> Path:
+    """Write a model directory atomically: built in a temp folder beside ``out_dir``, then renamed.
+
+    ``dtype`` ("bfloat16", "float16", "float32" or a torch dtype) converts the saved weights,
+    not ``model``. A PEFT model must be merged first (``merge_and_unload``).
+
+    Example:
+        >>> save_model_dir(model, "runs/a/model", "tokens/tokenizer.json", {"preset": "small"}, dtype="bfloat16")
+    """
+    import torch
+
+    from . import __version__
+
+    out_dir = Path(out_dir)
+    tokenizer_json_path = Path(tokenizer_json_path)
+    if not tokenizer_json_path.is_file():
+        raise BadModelError(f"{tokenizer_json_path}: tokenizer.json not found")
+    if not hasattr(model, "save_pretrained") or getattr(model.config, "model_type", None) != "llama":
+        raise BadInputError("save_model_dir: expected a transformers LlamaForCausalLM (merge LoRA adapters first)")
+    torch_dtype = _dtype_of(dtype)
+    meta = {"format": 1, "version": __version__, **meta}
+    mc = model_config_of(model.config)
+    meta.setdefault("preset", preset_name(mc))
+    meta.setdefault("model_config", asdict(mc))
+    meta.setdefault("parameters", count_parameters(model))
+    json.dumps(meta)  # fail before writing anything if meta is not JSON
+
+    tmp = make_temp_dir(out_dir)
+    try:
+        to_save = model
+        if torch_dtype is not None and torch_dtype != next(model.parameters()).dtype:
+            to_save = copy.deepcopy(model).to(torch_dtype)  # keeps `model` as it is; config.dtype follows
+        with _quiet_hub():
+            to_save.save_pretrained(tmp, safe_serialization=True)
+        if not (tmp / "model.safetensors").is_file():
+            raise BadModelError(f"{out_dir}: save_pretrained did not write one model.safetensors "
+                                f"(got {sorted(p.name for p in tmp.iterdir())})")
+        shutil.copyfile(tokenizer_json_path, tmp / "tokenizer.json")
+        with open(tmp / "melodia.json", "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _check_config(path: Path, cfg: dict) -> None:
+    def bad(msg: str) -> BadModelError:
+        return BadModelError(f"{path / 'config.json'}: {msg}")
+
+    if cfg.get("model_type") != "llama":
+        raise bad(f"model_type is {cfg.get('model_type')!r}, melodia models are 'llama'")
+    ints = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "max_position_embeddings")
+    for key in ints:
+        v = cfg.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise bad(f"{key} must be a positive integer, got {v!r}")
+    if cfg["vocab_size"] > MAX_VOCAB:
+        raise bad(f"vocab_size {cfg['vocab_size']} exceeds {MAX_VOCAB}")
+    kv = cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    if not isinstance(kv, int) or kv <= 0 or cfg["num_attention_heads"] % kv:
+        raise bad(f"num_key_value_heads {kv!r} does not divide num_attention_heads {cfg['num_attention_heads']}")
+    if cfg["hidden_size"] % cfg["num_attention_heads"]:
+        raise bad(f"hidden_size {cfg['hidden_size']} is not divisible by num_attention_heads")
+
+
+def load_model_dir(path: str | os.PathLike, device: "str | torch.device" = "cpu",
+                   dtype: "str | torch.dtype | None" = None,
+                   attn_implementation: str = "sdpa") -> "tuple[LlamaForCausalLM, dict[str, Any]]":
+    """Load a model directory; returns ``(model in eval mode, melodia.json as a dict)``.
+
+    Raises :class:`BadModelError` naming the directory and the missing or wrong file.
+    ``dtype`` None keeps the dtype the weights were saved in.
+
+    Example:
+        >>> model, meta = load_model_dir("melodia/weights/default")
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_dir():
+        raise BadModelError(f"{path}: model directory not found")
+    for name in MODEL_FILES:
+        if not (path / name).is_file():
+            raise BadModelError(f"{path}: {name} is missing (a model directory holds {', '.join(MODEL_FILES)})")
+    jsons = {}
+    for name in ("config.json", "melodia.json", "tokenizer.json"):
+        try:
+            jsons[name] = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadModelError(f"{path / name}: not readable JSON ({e})") from None
+        if not isinstance(jsons[name], dict):
+            raise BadModelError(f"{path / name}: expected a JSON object")
+    _check_config(path, jsons["config.json"])
+    torch_dtype = _dtype_of(dtype)
+
+    from transformers import LlamaForCausalLM
+
+    try:
+        with _quiet_hub():
+            model, info = LlamaForCausalLM.from_pretrained(
+                path, dtype=torch_dtype if torch_dtype is not None else "auto",
+                attn_implementation=attn_implementation, output_loading_info=True)
+    except Exception as e:  # safetensors header errors, shape mismatches ...
+        raise BadModelError(f"{path / 'model.safetensors'}: cannot load weights ({type(e).__name__}: {e})") from None
+    missing = [k for k in info.get("missing_keys", []) if k != "lm_head.weight"]
+    if missing or info.get("mismatched_keys"):
+        raise BadModelError(f"{path / 'model.safetensors'}: weights missing or of the wrong shape: "
+                            f"{(missing + list(info.get('mismatched_keys') or []))[:5]}")
+    model.to(torch.device(device))
+    model.eval()
+    return model, jsons["melodia.json"]
