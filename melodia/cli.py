@@ -68,7 +68,9 @@ def _optional(module: str, adder: str, runner: str) -> tuple[Callable | None, Ca
 
     try:
         mod = importlib.import_module(f"melodia.{module}")
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if e.name != f"melodia.{module}":
+            raise  # a broken import inside the stage is a bug to see, not a missing command
         return None, None
     return getattr(mod, adder, None), getattr(mod, runner, None)
 
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "train", "add_train_arguments", "cli_train", "pretrain or fine-tune a model"),
         ("generate", "generate", "add_generate_arguments", "cli_generate", "compose new music"),
         ("render", "render", "add_render_arguments", "cli_render", "MIDI → .wav / .png / .musicxml"),
+        ("evaluate", "evaluate", "add_evaluate_arguments", "cli_evaluate", "metrics and a report for a model"),
     ):
         add, run = _optional(module, adder, runner)
         if add and run:
