@@ -279,11 +279,20 @@ class MelodiaTokenizer:
 
     def train_bpe(self, scores: Iterable["symusic.Score"] | None = None, vocab_size: int = DEFAULT_VOCAB,
                   files: Sequence[Path] | None = None) -> None:
-        """Train BPE on scores or MIDI files (the train split). Example: ``tok.train_bpe(files=paths)``."""
-        if files is not None:
-            self.remi.train(vocab_size=vocab_size, model="BPE", files_paths=list(files))
-        else:
-            self.remi.train(vocab_size=vocab_size, model="BPE", iterator=list(scores or []))
+        """Train BPE on scores or MIDI files (the train split); merges never cross a bar line.
+
+        Example: ``tok.train_bpe(files=paths, vocab_size=4000)``
+        """
+        import numpy as np
+        import symusic
+
+        remi = self.remi
+        items = list(scores or []) + [symusic.Score(str(f)) for f in (files or [])]
+        seqs = []
+        for sc in items:
+            seq = remi.encode(sc, encode_ids=False)
+            seqs.append(np.asarray((seq[0] if isinstance(seq, list) else seq).ids))
+        _train_bpe_on_ids(remi, seqs, vocab_size)
 
 
 # =========================================================================== shards
@@ -404,6 +413,22 @@ def _pool_map(fn, items: list, workers: int, init, initargs: tuple, desc: str, p
         bar.close()
 
 
+def _train_bpe_on_ids(remi, seqs: list, vocab_size: int) -> None:
+    """Train MidiTok's BPE from REMI base-id sequences (one list of bar strings per piece)."""
+    bar_id = remi.vocab["Bar_None"]
+
+    class _BarBytes:  # MidiTok wants len() and iteration
+        def __len__(self):
+            return len(seqs)
+
+        def __iter__(self):
+            for ids in seqs:
+                yield [remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in _split_bars(ids, bar_id)]
+
+    if vocab_size > len(remi):
+        remi.train(vocab_size=vocab_size, model="BPE", iterator=_BarBytes())
+
+
 def _split_bars(ids: "np.ndarray", bar_id: int) -> list["np.ndarray"]:
     import numpy as np
 
@@ -464,7 +489,6 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     # 1. BPE on the train split (base ids on all cores; bars never merge across bars)
     paths = [str(corpus_dir / r["file"]) for r in rows]
     remi = tok.remi
-    bar_id = remi.vocab["Bar_None"]
     base: dict[str, np.ndarray] = {}
     failed: list[dict] = []
     if not tok.is_trained and vocab_size > len(remi):
@@ -474,17 +498,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
         for path, res in _pool_map(_base_ids, train_paths, workers, _base_worker_init, (None,), "bpe input", progress):
             if isinstance(res, np.ndarray) and len(res):
                 base[path] = res
-        seqs = list(base.values())
-
-        class _BarBytes:  # MidiTok wants len() and iteration: one list of bar strings per piece
-            def __len__(self):
-                return len(seqs)
-
-            def __iter__(self):
-                for ids in seqs:
-                    yield [remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in _split_bars(ids, bar_id)]
-
-        remi.train(vocab_size=vocab_size, model="BPE", iterator=_BarBytes())
+        _train_bpe_on_ids(remi, list(base.values()), vocab_size)
 
     # 2. chunks: whole bars, at most max_len ids with controls and EOS (all cores)
     out.mkdir(parents=True, exist_ok=True)
