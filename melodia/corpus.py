@@ -127,21 +127,25 @@ def _is_pop909(root: Path) -> bool:
 # --------------------------------------------------------------------------- reading
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """Silence C-level stderr (abc2midi inside symusic prints warnings for every tune)."""
-    try:
-        fd = sys.stderr.fileno()
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), fd)
+    """Silence C-level stdout and stderr (abc2midi inside symusic prints warnings for most tunes)."""
+    fds = []
+    for stream in (sys.stdout, sys.stderr):
         try:
-            yield
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
+            stream.flush()
+            fds.append(stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+    saved = [os.dup(fd) for fd in fds]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
+        yield
+    finally:
+        for fd, keep in zip(fds, saved):
+            os.dup2(keep, fd)
+            os.close(keep)
+        os.close(null)
 
 
 def split_abc(text: str) -> list[tuple[str, str]]:
@@ -477,9 +481,10 @@ def _worker(args: tuple) -> UnitResult:
 
 
 def _worker_init() -> None:
-    # abc2midi and music21 write warnings to stderr for most tunes; the main process reports.
+    # abc2midi and music21 print warnings for many tunes; the main process does the reporting.
     with contextlib.suppress(OSError):
         null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
         os.dup2(null, 2)
 
 
