@@ -362,7 +362,7 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     remi = tok.remi
     budget = max_len - len(prefix) - 1 - 4  # 4: room for the tempo re-stated at a chunk start
     bars = _split_bars(ids, remi.vocab["Bar_None"])
-    lengths = _bpe_lengths(tok, bars)
+    encoded = _bpe_bars(tok, bars)  # BPE never crosses a bar line: a chunk's ids are its bars' ids
     # the tempo in force when each bar starts (REMI writes only tempo changes)
     is_tempo = np.isin(ids, np.fromiter(_tempo_ids(remi), dtype=np.int64))
     tempo_at_bar, tempo = [], None
@@ -370,23 +370,27 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
         tempo_at_bar.append(tempo)
         if flags.any():
             tempo = int(b[np.flatnonzero(flags)[-1]])
-    chunks, cur, cur_len, truncated = [], [], 0, 0
-    for bi, (b, n) in enumerate(zip(bars, lengths)):
-        if n > budget:  # one absurdly dense bar: keep its first notes only
-            b, n = _truncate_bar(b, remi, tok, budget), budget
+    chunks, cur, truncated = [], [], 0
+    cur_len = 0
+    for bi, (b, e) in enumerate(zip(bars, encoded)):
+        if len(e) > budget:  # one absurdly dense bar: keep its first notes only
+            b = _truncate_bar(b, remi, tok, budget)
+            e = _bpe_bars(tok, [b])[0]
             truncated += 1
-        if cur and cur_len + n > budget:
+        if cur and cur_len + len(e) > budget:
             chunks.append(cur)
             cur, cur_len = [], 0
         if not cur and bi > 0:
-            b = _chunk_start_bar(b, tempo_at_bar[bi], remi)
-        cur.append(b)
-        cur_len += n
+            restated = _chunk_start_bar(b, tempo_at_bar[bi], remi)
+            if restated is not b:
+                e = _bpe_bars(tok, [restated])[0]
+        cur.append(e)
+        cur_len += len(e)
     if cur:
         chunks.append(cur)
     out = []
     for c in chunks:
-        music = _bpe_encode(tok, c)[: max_len - len(prefix) - 1]
+        music = [i for e in c for i in e][: max_len - len(prefix) - 1]
         out.append(np.asarray(list(prefix) + music + [EOS_ID], dtype=np.uint16))
     return path, (out, truncated)
 
@@ -572,22 +576,14 @@ def _tempo_ids(remi) -> list[int]:
     return [i for t, i in remi.vocab.items() if t.startswith("Tempo_")]
 
 
-def _bpe_encode(tok: MelodiaTokenizer, bars: list) -> list[int]:
-    """BPE ids of a list of base-id bars (identity when BPE is not trained)."""
-    if not tok.is_trained:
-        return [int(i) for b in bars for i in b]
-    remi = tok.remi
-    enc = remi._model.encode([remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in bars], is_pretokenized=True)
-    return list(enc.ids)
-
-
-def _bpe_lengths(tok: MelodiaTokenizer, bars: list) -> list[int]:
+def _bpe_bars(tok: MelodiaTokenizer, bars: list) -> list[list[int]]:
+    """BPE ids of each base-id bar (the bar itself when BPE is not trained)."""
     if not tok.is_trained or not bars:
-        return [len(b) for b in bars]
+        return [[int(i) for i in b] for b in bars]
     remi = tok.remi
     encs = remi._model.encode_batch([[remi._ids_to_bytes(b.tolist(), as_one_str=True)] for b in bars],
                                     is_pretokenized=True)
-    return [len(e.ids) for e in encs]
+    return [e.ids for e in encs]
 
 
 def _truncate_bar(bar, remi, tok: MelodiaTokenizer, budget: int):
@@ -595,7 +591,7 @@ def _truncate_bar(bar, remi, tok: MelodiaTokenizer, budget: int):
     starts = [i for i in range(len(bar)) if remi[int(bar[i])].startswith("Position_")] + [len(bar)]
     best = bar[: starts[0]]
     for s in starts[1:]:
-        if _bpe_lengths(tok, [bar[:s]])[0] > budget:
+        if len(_bpe_bars(tok, [bar[:s]])[0]) > budget:
             break
         best = bar[:s]
     return best
