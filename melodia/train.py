@@ -82,6 +82,7 @@ class TrainConfig:
     batch_size: int = 16             # chunks per micro-batch per process
     grad_accum: int = 1              # micro-batches per optimizer step
     seq_len: int | None = None       # tokens per sample; default min(index max_len, model max_len)
+    pack: bool = True                # lay a step's chunks end to end in as few rows as hold them
     lr: float = 3e-4
     min_lr_ratio: float = 0.1        # cosine decays to lr * min_lr_ratio
     warmup: int = 100                # linear warm-up steps
@@ -220,24 +221,52 @@ class ShardData:
         return np.asarray(self.arrays[shard][off:off + min(length, limit)], dtype=np.int64)
 
     def batch(self, split: str, ids: Sequence[int], seq_len: int, pad_multiple: int = 8,
-              drop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets ``(x, y)``, each ``(len(ids), T)``, T <= seq_len.
+              drop: np.ndarray | None = None, pack: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets ``(x, y)``, each ``(rows, T)``, T <= seq_len.
 
         ``y[b, t]`` is the token after ``x[b, t]``, or -100 where nothing is to be learnt (padding,
-        control tokens). ``drop`` (``(len(ids), 2)`` bool) applies conditioning dropout.
+        control tokens, the step from one packed chunk into the next). ``drop`` (``(len(ids), 2)``
+        bool) applies conditioning dropout to each chunk's MOOD and KEY. With ``pack``, chunks
+        are laid end to end in as few rows as hold them (chunks average a third of ``max_len``
+        in the built-in corpus, so one-chunk rows were two thirds padding); each chunk starts
+        with its own BOS and controls, so a chunk may see the one before it, never the reverse.
         """
-        seqs = [self.tokens(split, i, seq_len + 1) for i in ids]
-        longest = max(len(s) for s in seqs) - 1
+        pieces = []
+        for b, i in enumerate(ids):
+            s = self.tokens(split, i, seq_len + 1)
+            xs, ys = s[:-1].copy(), s[1:].copy()
+            ys[self.no_target[ys]] = IGNORE
+            if drop is not None and len(xs) > 2:
+                if drop[b, 0] and self.is_mood[xs[1]]:
+                    xs[1] = self.mood_any
+                if drop[b, 1] and self.is_key[xs[2]]:
+                    xs[2] = self.key_any
+            pieces.append((xs, ys))
+        rows: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        if pack:
+            fill = seq_len + 1  # first-fit: a chunk goes in the first row with room
+            room: list[int] = []
+            for xs, ys in pieces:
+                for r, left in enumerate(room):
+                    if len(xs) <= left:
+                        rows[r].append((xs, ys))
+                        room[r] -= len(xs)
+                        break
+                else:
+                    rows.append([(xs, ys)])
+                    room.append(fill - 1 - len(xs))
+        else:
+            rows = [[p] for p in pieces]
+        longest = max(sum(len(xs) for xs, _ in row) for row in rows)
         width = min(seq_len, max(1, -(-longest // pad_multiple) * pad_multiple))
-        x = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
-        y = np.full((len(seqs), width), IGNORE, dtype=np.int64)
-        for b, s in enumerate(seqs):
-            x[b, :len(s) - 1] = s[:-1]
-            y[b, :len(s) - 1] = s[1:]
-        y[(y >= 0) & self.no_target[np.clip(y, 0, None)]] = IGNORE
-        if drop is not None and width > 2:
-            x[:, 1] = np.where(drop[:, 0] & self.is_mood[x[:, 1]], self.mood_any, x[:, 1])
-            x[:, 2] = np.where(drop[:, 1] & self.is_key[x[:, 2]], self.key_any, x[:, 2])
+        x = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        y = np.full((len(rows), width), IGNORE, dtype=np.int64)
+        for b, row in enumerate(rows):
+            at = 0
+            for xs, ys in row:
+                x[b, at:at + len(xs)] = xs
+                y[b, at:at + len(ys)] = ys
+                at += len(xs)
         return x, y
 
 
@@ -715,7 +744,7 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
         out_ = []
         for m in range(cfg.grad_accum):
             sl = slice(m * cfg.batch_size, (m + 1) * cfg.batch_size)
-            x, y = data.batch("train", mine[sl], seq_len, pad_multiple, drop[sl])
+            x, y = data.batch("train", mine[sl], seq_len, pad_multiple, drop[sl], pack=cfg.pack)
             xt, yt = torch.from_numpy(x), torch.from_numpy(y)
             if dist.device.type == "cuda":
                 xt, yt = xt.pin_memory().to(dist.device, non_blocking=True), yt.pin_memory().to(dist.device,
@@ -894,6 +923,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", type=int, help=f"chunks per micro-batch per process (default {d.batch_size})")
     a("--grad-accum", type=int, help=f"micro-batches per step (default {d.grad_accum})")
     a("--seq-len", type=int, help="tokens per sample (default: the shards' max_len, capped at the model's)")
+    a("--no-pack", dest="pack", action="store_false", default=None,
+      help="one chunk per row instead of packing a step's chunks end to end")
     a("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     a("--min-lr-ratio", type=float, help=f"final lr / peak lr (default {d.min_lr_ratio})")
     a("--warmup", type=int, help=f"warm-up steps (default {d.warmup})")

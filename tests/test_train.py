@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 from melodia.errors import BadInputError, BadModelError, MelodiaError, OutputExistsError  # noqa: E402
 from melodia.model import (PRESETS, build_model, count_parameters, load_model_dir, recover_dir,  # noqa: E402
                            save_model_dir)
-from melodia.train import (ShardData, TrainConfig, TrainStream, _resize_vocab, conditioning_dropout,  # noqa: E402
+from melodia.train import (IGNORE, ShardData, TrainConfig, TrainStream, _resize_vocab, conditioning_dropout,  # noqa: E402
                            lr_at, read_checkpoint_state, train)
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -278,7 +278,7 @@ def test_torchrun_two_processes_gloo(tmp_path, shards):
                         "--data", str(shards), "--out", str(out), "--preset", "tiny", "--steps", "4",
                         "--batch-size", "2", "--lr", "3e-3", "--warmup", "1", "--eval-every", "2",
                         "--eval-batches", "2", "--ckpt-every", "2", "--log-every", "1", "--device", "cpu",
-                        "--threads", "1"],
+                        "--threads", "1", "--no-pack"],
                        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert [p.parent for p in out.rglob("config.json")] == [out / "model"]
@@ -287,9 +287,11 @@ def test_torchrun_two_processes_gloo(tmp_path, shards):
     state = read_checkpoint_state(out)
     assert state["world_size"] == 2 and state["consumed"] == 4 * 2 * 2
     assert [r["step"] for r in _metrics(out) if "loss" in r] == [1, 2, 3, 4]  # one writer
-    # the same global batch in one process gives the same losses (up to summation order)
+    # the same global batch in one process gives the same losses (up to summation order;
+    # unpacked, since packing arranges each process's half of the batch on its own)
     single = tmp_path / "single"
-    train(_cfg(shards, single, steps=4, batch_size=4, warmup=1, eval_every=2, eval_batches=4, ckpt_every=2))
+    train(_cfg(shards, single, steps=4, batch_size=4, warmup=1, eval_every=2, eval_batches=4, ckpt_every=2,
+               pack=False))
     for (s1, a), (s2, b) in zip(sorted(_losses(out).items()), sorted(_losses(single).items())):
         assert s1 == s2 and a == pytest.approx(b, rel=1e-4)
 
@@ -354,3 +356,18 @@ def test_write_shards_fixture_matches_the_documented_format(tmp_path):
                                           "split": "train", "mood": "sad", "key": "any"}], ids, max_len=8)
     d = ShardData(root)
     assert d.vocab_size == ids["vocab_size"] and d.tokens("train", 0, 100).tolist()[-1] == 2
+
+
+def test_packing_lays_chunks_end_to_end_with_their_own_controls(shards):
+    data = ShardData(shards)
+    ids = list(range(min(6, len(data.splits["train"]))))
+    x1, y1 = data.batch("train", ids, 512, pack=False)
+    xp, yp = data.batch("train", ids, 512, pack=True)
+    assert xp.shape[0] < x1.shape[0]  # fewer rows
+    # every learnable target of the unpacked batch is there once when packed, in order
+    assert sorted(y1[y1 != IGNORE].tolist()) == sorted(yp[yp != IGNORE].tolist())
+    assert (xp == data.bos_id).sum() == len(ids)  # each chunk keeps its BOS (and controls after it)
+    # no target crosses from one chunk into the next: before each inner BOS the target is the
+    # previous chunk's EOS, and at a BOS it is that chunk's own (unlearnt) MOOD token
+    for r, c in zip(*np.nonzero(xp[:, 1:] == data.bos_id)):
+        assert yp[r, c] == data.eos_id and yp[r, c + 1] == IGNORE
