@@ -1,0 +1,1212 @@
+"""Stage 5: a trained model → new music, fast, and always well-formed.
+
+Three parts, top to bottom:
+
+* :class:`LeanLlama` — the forward pass of a ``transformers.LlamaForCausalLM`` rewritten for
+  sampling. The weights are read once into plain tensors (fused QKV, fused gate/up; the RMSNorm
+  weights folded into the matrix that follows each norm; q/k rows permuted so RoPE becomes one
+  complex multiply), the key/value cache is pre-allocated (``[layers, batch, kv_heads, len,
+  head_dim]``), the prompt is prefilled in one pass, and every later step runs one token per row
+  through about 18 tensor operations per layer (HF's module stack runs several times more, and
+  grows its cache by concatenation). On CPU the larger matrices are stored as fp16 and
+  multiplied by FBGEMM's fp16 GEMM (fp32 arithmetic, half the weight traffic; the logits stay
+  within ~1e-3 of fp32); ``weights="fp32"`` is exact. When the cache is full (the model's
+  ``max_position_embeddings``), the controls and the most recent half of the sequence are
+  prefilled again, so long pieces work. The logits equal the HF model's (tested).
+* The **grammar**: a state machine over MidiTok's REMI token types that says, before every
+  sampling step, which ids may legally follow. Every sequence therefore decodes with zero
+  MidiTok token errors and ends after exactly the requested number of bars (see "Grammar").
+* :class:`Generator` — the conditioning prefix (mood, key, tags), forced opening tokens (bar,
+  meter, tempo), classifier-free guidance, temperature / top-k / top-p sampling with a seeded
+  ``torch.Generator``, ``n`` variations as one batch, and continuation of a MIDI file.
+
+Grammar
+-------
+The state of a sequence is: the type of the last REMI token (the *phase*), the bar number, the
+position inside the bar, the current program and the pitches already started at the current
+position (per program). A token may follow when:
+
+==============  ===========================================================================
+after           may come
+==============  ===========================================================================
+(start)         ``Bar`` (then the forced opening: ``TimeSig_<meter>``, ``Position_0``, ``Tempo``)
+``Bar``         ``TimeSig_<meter>`` (the requested meter, every bar; no meter changes)
+``TimeSig``     ``Position_p`` (any p below the bar length), ``Bar`` (an empty bar)
+``Position_p``  ``Program`` (an allowed instrument)
+``Tempo``       ``Program``, ``Position_q`` (q > p), ``Bar``
+``Program``     ``Pitch`` (``PitchDrum`` for drums) not yet started at this position by that program
+``Pitch``       ``Velocity``
+``Velocity``    ``Duration`` that ends at or before the end of the last requested bar
+``Duration``    ``Program``, ``Position_q`` (q > p), ``Bar`` (if bars remain), ``EOS`` (in the last bar)
+==============  ===========================================================================
+
+``Bar`` is refused once the requested bars have started and ``EOS`` is allowed only in the last
+bar after a complete note, so the decoded MIDI has exactly the requested bars: its last bar holds
+a note onset and no note ends after it. Tempo appears once, in the opening (no tempo changes).
+At most :data:`MAX_ONSETS` notes per program start at one position (so a ``Program`` token always
+has a free pitch). A BPE id is legal when its whole base-token sequence is legal from the current
+state, token by token. To make that cheap, each id's base sequence is summarised once per (meter,
+instruments) into arrays — first token type, first position before any bar, bars inside, longest
+duration at the current position, latest end after an inner position, internal validity — so a
+step's mask is a handful of numpy comparisons, cached per compact state (phase, position, bars
+left, drum); pitches already started are removed by per-(program, pitch) index lists. When the
+token budget (``max_tokens``) is nearly spent, a *finishing* mode allows only the shortest way
+to a valid end (close the note, empty bars, one note, EOS), so even an untrained model ends well.
+
+Example:
+    >>> gen = Generator(model, tokenizer)
+    >>> ids = gen.generate(GenerationConfig(bars=8, mood="calm", key="F major", n=2, seed=1))
+    >>> scores = [tokenizer.decode(x) for x in ids]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .errors import BadInputError, BadModelError
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import symusic
+    import torch
+
+    from .tokenizer import MelodiaTokenizer
+
+__all__ = [
+    "GenerationConfig", "Generator", "LeanLlama", "generate_scores", "INSTRUMENTS",
+    "DEFAULT_PROGRAMS", "MAX_ONSETS", "parse_meter", "resolve_instruments",
+]
+
+MAX_BARS = 64
+MAX_N = 16
+MAX_ONSETS = 16          # notes one program may start at one position
+FP16_MIN_ELEMENTS = 1 << 16  # CPU: matrices at least this big are stored fp16 (see LeanLlama)
+DEFAULT_PROGRAMS = (0, 1)  # melody + accompaniment: two piano programs, as the corpus writes them
+
+#: Instrument names → General MIDI programs (0-based; drums are -1, MidiTok's drum program).
+INSTRUMENTS: dict[str, int] = {
+    "piano": 0, "grand piano": 0, "acoustic piano": 0, "bright piano": 1, "electric grand": 2,
+    "honky-tonk": 3, "electric piano": 4, "rhodes": 4, "harpsichord": 6, "clavinet": 7,
+    "celesta": 8, "glockenspiel": 9, "music box": 10, "vibraphone": 11, "marimba": 12,
+    "xylophone": 13, "bells": 14, "tubular bells": 14, "dulcimer": 15, "organ": 16,
+    "rock organ": 18, "church organ": 19, "accordion": 21, "harmonica": 22,
+    "guitar": 24, "nylon guitar": 24, "classical guitar": 24, "acoustic guitar": 25,
+    "steel guitar": 25, "jazz guitar": 26, "electric guitar": 27, "overdriven guitar": 29,
+    "distortion guitar": 30, "bass": 33, "acoustic bass": 32, "electric bass": 33,
+    "fretless bass": 35, "slap bass": 36, "synth bass": 38, "violin": 40, "viola": 41,
+    "cello": 42, "contrabass": 43, "double bass": 43, "tremolo strings": 44, "pizzicato": 45,
+    "harp": 46, "timpani": 47, "strings": 48, "string ensemble": 48, "synth strings": 50,
+    "choir": 52, "voice": 53, "trumpet": 56, "trombone": 57, "tuba": 58, "horn": 60,
+    "french horn": 60, "brass": 61, "synth brass": 62, "soprano sax": 64, "sax": 65,
+    "saxophone": 65, "alto sax": 65, "tenor sax": 66, "baritone sax": 67, "oboe": 68,
+    "english horn": 69, "bassoon": 70, "clarinet": 71, "piccolo": 72, "flute": 73,
+    "recorder": 74, "pan flute": 75, "whistle": 78, "ocarina": 79, "lead": 80,
+    "synth lead": 80, "square lead": 80, "saw lead": 81, "pad": 88, "synth pad": 89,
+    "drums": -1, "drum kit": -1, "percussion": -1,
+    "melody": 0, "accompaniment": 1,
+}
+_DEFAULT_NAMES = {"melody + accompaniment", "melody+accompaniment", "melody and accompaniment", "default"}
+
+
+# =============================================================================== lean forward
+class LeanLlama:
+    """Inference-only forward pass of a ``LlamaForCausalLM`` with a pre-allocated KV cache.
+
+    ``weights``: ``"auto"`` (fp16 storage with fp32 arithmetic via FBGEMM on CPU where the
+    build has it, fp32 elsewhere), ``"fp32"`` (exact), ``"fp16"`` or ``"bf16"``. Activations
+    and the KV cache are fp32.
+
+    How the step stays lean (≈18 tensor operations per layer):
+
+    * RMSNorm's weight (and its ``sqrt(d)``) is folded into the matrix after each norm, and
+      the residual stream carries one extra constant component ``sqrt(d·eps)`` that every
+      matrix ignores (a zero column; the matrices writing to the stream have a zero row), so
+      the norm is ``x / ||x||`` — two operations, eps included exactly;
+    * q and k rows are permuted from HF's half-split layout to interleaved pairs, so RoPE is one
+      in-place complex multiply; q rows also carry the ``1/sqrt(head_dim)`` attention scale;
+    * Q, K, V are one matrix, gate and up another; attention for one query is two matmuls and
+      a softmax, grouped-query heads by broadcasting.
+
+    Example:
+        >>> net = LeanLlama(model); net.reset(batch=1, length=256)
+        >>> logits = net.forward(torch.tensor([[1, 2, 3]]))     # prefill → [1, vocab]
+        >>> logits = net.step(torch.tensor([7]))                # one more token
+    """
+
+    def __init__(self, model: Any, device: str = "cpu", weights: str = "auto"):
+        import torch
+
+        cfg = model.config
+        if getattr(cfg, "model_type", None) != "llama":
+            raise BadModelError(f"the generator needs a Llama model, got model_type {getattr(cfg, 'model_type', None)!r}")
+        rope = dict(getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {})
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise BadModelError(f"RoPE type {rope_type!r} is not supported by the generator (only 'default')")
+        theta = float(rope.get("rope_theta", getattr(cfg, "rope_theta", None)) or 10000.0)
+        if getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "attention_bias", False) \
+                or getattr(cfg, "mlp_bias", False):
+            raise BadModelError("the generator supports Llama models with SiLU and no attention or MLP biases")
+        if weights not in ("auto", "fp32", "fp16", "bf16"):
+            raise BadInputError(f"weights {weights!r}: use auto, fp32, fp16 or bf16")
+        self.device = torch.device(device)
+        if weights == "auto":
+            weights = "fp16" if self.device.type == "cpu" and _has_fbgemm_fp16() else "fp32"
+        self.weights = weights
+        self.n_layer = cfg.num_hidden_layers
+        self.n_head = H = cfg.num_attention_heads
+        self.n_kv = KV = getattr(cfg, "num_key_value_heads", None) or H
+        self.d = d = cfg.hidden_size
+        self.hd = hd = getattr(cfg, "head_dim", None) or d // H
+        self.d_ff = int(cfg.intermediate_size)
+        self.window = int(getattr(cfg, "max_position_embeddings", 2048))
+        self.vocab_size = int(cfg.vocab_size)
+        self.rope_theta = theta
+        eps = float(cfg.rms_norm_eps)
+        root_d = d ** 0.5
+
+        def f32(t: "torch.Tensor") -> "torch.Tensor":
+            return t.detach().to("cpu", torch.float32)
+
+        def reads_stream(w: "torch.Tensor") -> "torch.Tensor":  # ignore the constant component
+            return torch.cat([w, w.new_zeros(w.shape[0], 1)], 1)
+
+        def writes_stream(w: "torch.Tensor") -> "torch.Tensor":  # leave it unchanged
+            return torch.cat([w, w.new_zeros(1, w.shape[1])], 0)
+
+        perm = torch.arange(hd).view(2, hd // 2).t().reshape(-1)  # half-split → interleaved pairs
+
+        def rope_rows(w: "torch.Tensor", heads: int) -> "torch.Tensor":
+            return w.reshape(heads, hd, -1)[:, perm].reshape(heads * hd, -1)
+
+        inner = model.model
+        self.layers = []
+        for layer in inner.layers:
+            at, mlp = layer.self_attn, layer.mlp
+            ln1 = f32(layer.input_layernorm.weight) * root_d
+            ln2 = f32(layer.post_attention_layernorm.weight) * root_d
+            wqkv = torch.cat([rope_rows(f32(at.q_proj.weight), H) * hd ** -0.5,
+                              rope_rows(f32(at.k_proj.weight), KV), f32(at.v_proj.weight)]) * ln1
+            wgu = torch.cat([f32(mlp.gate_proj.weight), f32(mlp.up_proj.weight)]) * ln2
+            self.layers.append((self._linear(reads_stream(wqkv)), self._linear(writes_stream(f32(at.o_proj.weight))),
+                                self._linear(reads_stream(wgu)), self._linear(writes_stream(f32(mlp.down_proj.weight)))))
+        emb = f32(model.get_input_embeddings().weight)
+        self.emb = torch.cat([emb, emb.new_full((emb.shape[0], 1), (d * eps) ** 0.5)], 1).to(self.device)
+        head = f32(model.get_output_embeddings().weight) * (f32(inner.norm.weight) * root_d)
+        self.head = self._linear(reads_stream(head))
+        self._inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+        self.cis = self._rope_table(self.window)
+        self.kc = self.vc = None
+        self._kv: list = []
+        self.batch = self.capacity = self.pos = 0
+
+    def _linear(self, w: "torch.Tensor"):
+        import torch
+        import torch.nn.functional as F
+
+        if self.device.type == "cpu" and self.weights == "fp16":
+            if w.numel() >= FP16_MIN_ELEMENTS:
+                # FBGEMM: fp16 storage, fp32 arithmetic (half the memory traffic of fp32); its
+                # call costs ~10-30 µs more than F.linear, so small matrices stay fp32
+                packed = torch.ops.quantized.linear_prepack_fp16(w.contiguous(), None)
+                op = torch.ops.quantized.linear_dynamic_fp16.default
+                op = getattr(op, "_op", op)  # the C++ callable: skips Python-side dispatch checks
+                return lambda x: op(x, packed)
+        elif self.weights in ("fp16", "bf16"):
+            dt = torch.float16 if self.weights == "fp16" else torch.bfloat16
+            wl = w.to(self.device, dt).contiguous()
+            return lambda x: F.linear(x.to(dt), wl).float()
+        wt = w.to(self.device, torch.float32).contiguous()
+        return lambda x: F.linear(x, wt)
+
+    def _rope_table(self, length: int) -> "torch.Tensor":
+        import torch
+
+        fr = torch.outer(torch.arange(length, dtype=torch.float64), self._inv_freq)
+        return torch.polar(torch.ones_like(fr), fr).to(torch.complex64).to(self.device)
+
+    def reset(self, batch: int, length: int) -> None:
+        """Allocate (or reuse) the KV cache for ``batch`` rows of up to ``length`` tokens.
+
+        Example: ``net.reset(batch=8, length=1024)``
+        """
+        import torch
+
+        shape = (self.n_layer, batch, self.n_kv, length, self.hd)
+        if self.kc is None or tuple(self.kc.shape) != shape:
+            self.kc = torch.empty(shape, dtype=torch.float32, device=self.device)
+            self.vc = torch.empty(shape, dtype=torch.float32, device=self.device)
+            self._kv = [(self.kc[i], self.vc[i]) for i in range(self.n_layer)]
+        if self.cis.shape[0] < length:
+            self.cis = self._rope_table(length)
+        self.batch, self.capacity, self.pos = batch, length, 0
+
+    def forward(self, ids: "torch.Tensor", start: int = 0) -> "torch.Tensor":
+        """Prefill: logits [rows, vocab] after ``ids`` ([rows, T]); the cache then holds T tokens.
+
+        (With ``start == self.pos`` and T = 1 this is one :meth:`step`.)
+
+        Example: ``logits = net.forward(torch.tensor([[1, 5, 9]]))``
+        """
+        import torch
+        import torch.nn.functional as F
+
+        B, T = ids.shape
+        if T == 1 and start > 0:
+            return self.step(ids.view(-1))
+        if start != 0:
+            raise ValueError("forward: prefill starts at 0; later steps take one token")
+        if T > self.capacity or B != self.batch:
+            raise ValueError(f"forward: the cache holds {self.capacity} tokens x {self.batch} rows")
+        H, KV, hd = self.n_head, self.n_kv, self.hd
+        nq, nqk = H * hd, (H + KV) * hd
+        x = F.embedding(ids.to(self.device), self.emb)                      # [B, T, d+1]
+        cis = self.cis[:T].view(T, 1, hd // 2)
+        for (wqkv, wo, wgu, wd), (kc, vc) in zip(self.layers, self._kv):
+            qkv = wqkv(x / torch.linalg.vector_norm(x, dim=-1, keepdim=True))  # [B, T, (H+2KV)·hd]
+            torch.view_as_complex(qkv[..., :nqk].reshape(B, T, H + KV, hd // 2, 2)).mul_(cis)
+            qkv4 = qkv.view(B, T, H + 2 * KV, hd).transpose(1, 2)            # [B, heads, T, hd]
+            kc[:, :, :T] = qkv4[:, H:H + KV]
+            vc[:, :, :T] = qkv4[:, H + KV:]
+            a = F.scaled_dot_product_attention(qkv4[:, :H], kc[:, :, :T], vc[:, :, :T], is_causal=True,
+                                               enable_gqa=H != KV, scale=1.0)
+            x = x + wo(a.transpose(1, 2).reshape(B, T, nq))
+            gu = wgu(x / torch.linalg.vector_norm(x, dim=-1, keepdim=True))
+            x = x + wd(F.silu(gu[..., :self.d_ff]) * gu[..., self.d_ff:])
+        self.pos = T
+        x = x[:, -1]
+        return self.head(x / torch.linalg.vector_norm(x, dim=-1, keepdim=True))
+
+    def step(self, ids: "torch.Tensor") -> "torch.Tensor":
+        """One decoding step: ``ids`` [rows] at position ``self.pos`` → logits [rows, vocab].
+
+        Example: ``logits = net.step(torch.tensor([42]))``
+        """
+        import torch
+        import torch.nn.functional as F
+
+        B = ids.shape[0]
+        pos = self.pos
+        if pos >= self.capacity or B != self.batch:
+            raise ValueError(f"step: the cache holds {self.capacity} tokens x {self.batch} rows")
+        H, KV, hd, ff = self.n_head, self.n_kv, self.hd, self.d_ff
+        nq, nqk = H * hd, (H + KV) * hd
+        split = (nq, KV * hd, KV * hd)
+        end = pos + 1
+        norm = torch.linalg.vector_norm
+        x = self.emb.index_select(0, ids.to(self.device))                   # [B, d+1]
+        cis = self.cis[pos]
+        for (wqkv, wo, wgu, wd), (kc, vc) in zip(self.layers, self._kv):
+            qkv = wqkv(x / norm(x, dim=-1, keepdim=True))                   # [B, (H+2KV)·hd]
+            torch.view_as_complex(qkv[:, :nqk].view(B, H + KV, hd // 2, 2)).mul_(cis)
+            q, k, v = qkv.split_with_sizes(split, 1)
+            kc[:, :, pos] = k.view(B, KV, hd)
+            vc[:, :, pos] = v.view(B, KV, hd)
+            # one query per row: two matmuls and a softmax; grouped heads by broadcasting
+            a = torch.softmax(q.view(B, KV, H // KV, hd) @ kc[:, :, :end].transpose(-1, -2), dim=-1) @ vc[:, :, :end]
+            x += wo(a.view(B, nq))
+            gu = wgu(x / norm(x, dim=-1, keepdim=True))
+            g = F.silu(gu[:, :ff], inplace=True)
+            x += wd(g.mul_(gu[:, ff:]))
+        self.pos = end
+        return self.head(x / norm(x, dim=-1, keepdim=True))
+
+
+def _has_fbgemm_fp16() -> bool:
+    import torch
+
+    try:
+        if "fbgemm" not in torch.backends.quantized.supported_engines and \
+                "x86" not in torch.backends.quantized.supported_engines:
+            return False
+        w = torch.ops.quantized.linear_prepack_fp16(torch.ones(8, 8), None)
+        y = torch.ops.quantized.linear_dynamic_fp16(torch.ones(1, 8), w)
+        return bool(abs(float(y[0, 0]) - 8.0) < 1e-3)
+    except Exception:  # op missing in this build
+        return False
+
+
+# =============================================================================== grammar
+# base token type codes
+BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, EOS_T, OTHER, START = range(12)
+_TYPE_CODE = {"Bar": BAR, "TimeSig": TSIG, "Position": POS, "Tempo": TEMPO, "Program": PROG,
+              "Pitch": PITCH, "PitchDrum": DRUM, "Velocity": VEL, "Duration": DUR}
+_NEXT = {  # type transitions inside a sequence (bar count, EOS and values checked elsewhere)
+    BAR: {TSIG}, TSIG: {POS, BAR}, POS: {PROG}, TEMPO: {PROG, POS, BAR}, PROG: {PITCH, DRUM},
+    PITCH: {VEL}, DRUM: {VEL}, VEL: {DUR}, DUR: {PROG, POS, BAR},
+}
+_BIG = 1 << 30
+
+
+class _Vocab:
+    """Every id's REMI base tokens as (type, value, text) triples, parsed once per tokenizer."""
+
+    def __init__(self, tok: "MelodiaTokenizer", size: int):
+        remi = tok.remi
+        self.size = size
+        self.base_size = tok.base_size
+        self.pos_per_beat = int(remi.config.max_num_pos_per_beat)
+        self.tempos: dict[str, float] = {}
+        self.timesigs: dict[str, tuple[int, int]] = {}
+        self.programs: set[int] = set()
+        for t in remi.vocab:
+            typ, _, val = t.partition("_")
+            if typ == "Tempo":
+                self.tempos[t] = float(val)
+            elif typ == "TimeSig":
+                a, b = val.split("/")
+                self.timesigs[val] = (int(a), int(b))
+            elif typ == "Program":
+                self.programs.add(int(val))
+        dur_ticks = remi._tpb_tokens_to_ticks
+        self._dur_pos: dict[str, int] = {}
+        for tpb, table in dur_ticks.items():  # positions are per beat: the same for every denominator
+            tpp = tpb // self.pos_per_beat
+            for val, ticks in table.items():
+                self._dur_pos.setdefault(val, int(ticks) // tpp)
+            break
+        cache: dict[str, tuple[int, int, str]] = {}
+
+        def parse(t: str) -> tuple[int, int, str]:
+            if t not in cache:
+                typ, _, val = t.partition("_")
+                code = _TYPE_CODE.get(typ, OTHER)
+                if code in (POS, PROG, PITCH, DRUM, VEL):
+                    v = int(val)
+                elif code == DUR:
+                    v = self._dur_pos[val]
+                elif code == TSIG:
+                    a, b = self.timesigs[val]
+                    v = a * 1000 + b
+                else:
+                    v = 0
+                cache[t] = (code, v, t)
+            return cache[t]
+
+        specials = {PAD_ID, BOS_ID, EOS_ID}
+        specials |= {i for t, i in remi.vocab.items() if t.split("_")[0] in ("PAD", "BOS", "EOS", "MASK")}
+        self.seqs: list[tuple[tuple[int, int, str], ...]] = []
+        other = ((OTHER, 0, ""),)
+        for i in range(size):
+            if i == EOS_ID:
+                self.seqs.append(((EOS_T, 0, "EOS_None"),))
+            elif i in specials or i >= self.base_size:
+                self.seqs.append(other)
+            else:
+                self.seqs.append(tuple(parse(t) for t in tok.base_tokens(i)))
+        self.by_first: dict[str, list[int]] = {}
+        for i, s in enumerate(self.seqs):
+            if s and s[0][0] != OTHER:
+                self.by_first.setdefault(s[0][2], []).append(i)
+
+    def tempo_token(self, qpm: float) -> str:
+        """The Tempo token nearest (on a log scale) to ``qpm``."""
+        return min(self.tempos, key=lambda t: abs(math.log(self.tempos[t] / qpm)))
+
+
+@dataclass
+class _State:
+    """Grammar state of one sequence."""
+
+    total: int = 1          # bars requested (the piece ends after this many)
+    phase: int = START
+    bar: int = 0            # bars started
+    pos: int = -1           # position in the current bar (-1: none yet)
+    prog: int = 0           # current program
+    here: dict = field(default_factory=dict)   # program -> set of pitches started at pos
+    forced: tuple = ()      # sets of base-token texts the next base tokens must come from
+    done: bool = False
+
+    def copy(self) -> "_State":
+        return _State(self.total, self.phase, self.bar, self.pos, self.prog,
+                      {p: set(s) for p, s in self.here.items()}, self.forced, self.done)
+
+
+class _Grammar:
+    """The legal-next-token masks for one (meter, instruments) setting (any number of bars:
+    each state carries its own ``total``).
+
+    ``advance`` is the reference (token by token, exact); ``mask`` the fast path (arrays per
+    id, cached per compact state) — tests check that the two agree.
+    """
+
+    def __init__(self, vocab: _Vocab, meter: tuple[int, int], programs: frozenset[int]):
+        import numpy as np
+        import torch
+
+        self.vocab = vocab
+        self.meter = meter[0] * 1000 + meter[1]
+        self.L = meter[0] * vocab.pos_per_beat
+        self.programs = programs
+        V = vocab.size
+        valid = np.zeros(V, bool)
+        ftype = np.full(V, OTHER, np.int64)
+        first_pos = np.full(V, _BIG, np.int64)
+        nbars = np.zeros(V, np.int64)
+        dur_cur = np.zeros(V, np.int64)
+        end_rel = np.zeros(V, np.int64)
+        single = np.zeros(V, bool)
+        implicit: dict[int, list[int]] = {}
+        exp_note: dict[tuple[int, int], list[int]] = {}
+        exp_prog: dict[int, list[int]] = {}
+        conflict: dict[int, list[int]] = {}
+        L = self.L
+        for i, seq in enumerate(vocab.seqs):
+            if not seq:
+                continue
+            ftype[i] = seq[0][0]
+            single[i] = len(seq) == 1
+            ok, prev, pos, bars_in, prog = True, None, None, 0, None
+            ext, fpos, dc, er = True, _BIG, 0, 0
+            ext_keys: set = set()
+            seg: set = set()
+            progs_here: set = set()
+            for t, v, _ in seq:
+                if prev is not None and t not in _NEXT.get(prev, ()):
+                    ok = False
+                    break
+                if t == BAR:
+                    bars_in += 1
+                    pos, ext, seg = -1, False, set()
+                elif t == TSIG:
+                    ok = v == self.meter
+                elif t == POS:
+                    if v >= L or (pos is not None and v <= pos):
+                        ok = False
+                    elif pos is None and bars_in == 0:
+                        fpos = v
+                    pos, ext, seg = v, False, set()
+                elif t == PROG:
+                    ok = v in programs
+                    prog = v
+                    if ext:
+                        progs_here.add(v)
+                elif t in (PITCH, DRUM):
+                    if prog is None:  # continues the current program (first token of the id)
+                        implicit.setdefault(v, []).append(i)
+                        ext_keys.add((None, v))
+                    else:
+                        if (t == DRUM) != (prog == -1):
+                            ok = False
+                        elif ext:
+                            if (prog, v) in ext_keys:
+                                ok = False
+                            else:
+                                ext_keys.add((prog, v))
+                                exp_note.setdefault((prog, v), []).append(i)
+                                if (None, v) in ext_keys:
+                                    conflict.setdefault(prog, []).append(i)
+                        elif (prog, v) in seg:
+                            ok = False
+                        else:
+                            seg.add((prog, v))
+                elif t == DUR:
+                    if ext:
+                        dc = max(dc, v)
+                    else:
+                        er = max(er, bars_in * L + pos + v)
+                elif t != VEL:
+                    ok = False  # Tempo (only in the forced opening), specials, controls
+                if not ok:
+                    break
+                prev = t
+            if ok:
+                valid[i] = True
+                first_pos[i], nbars[i], dur_cur[i], end_rel[i] = fpos, bars_in, dc, er
+                for p in progs_here:
+                    exp_prog.setdefault(p, []).append(i)
+        self.valid, self.ftype, self.first_pos, self.nbars = valid, ftype, first_pos, nbars
+        self.dur_cur, self.end_rel, self.single = dur_cur, end_rel, single
+
+        def idx(d: dict) -> dict:
+            return {k: torch.tensor(sorted(set(v)), dtype=torch.long) for k, v in d.items()}
+
+        self.implicit, self.exp_note = idx(implicit), idx(exp_note)
+        self.exp_prog, self.conflict = idx(exp_prog), idx(conflict)
+        max_reach = max(int(dur_cur.max(initial=0)), int(end_rel.max(initial=0)))
+        self.bl_cap = max(int(nbars.max(initial=0)), max_reach // L + 2)
+        self._first = {}
+        for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR):
+            for drum in (False, True):
+                allowed = {BAR: {TSIG}, TSIG: {POS, BAR}, POS: {PROG}, TEMPO: {PROG, POS, BAR},
+                           PROG: {DRUM} if drum else {PITCH}, PITCH: {VEL}, DRUM: {VEL},
+                           VEL: {DUR}, DUR: {PROG, POS, BAR}}[phase]
+                arr = np.zeros(OTHER + 2, bool)
+                arr[list(allowed)] = True
+                self._first[phase, drum] = arr
+        self._finish = {}
+        for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR):
+            for more in (False, True):
+                allowed = {BAR: {TSIG}, TSIG: {BAR} if more else {POS}, TEMPO: {BAR} if more else {POS},
+                           POS: {PROG}, PROG: {PITCH, DRUM}, PITCH: {VEL}, DRUM: {VEL}, VEL: {DUR},
+                           DUR: {BAR} if more else set()}[phase]
+                arr = np.zeros(OTHER + 2, bool)
+                arr[list(allowed)] = True
+                self._finish[phase, more] = arr
+        self._cache: dict[tuple, "torch.Tensor"] = {}
+        self._slow_cache: dict[tuple, "torch.Tensor"] = {}
+        self._here_cache: dict[tuple, "torch.Tensor"] = {}
+        self.eos_only = torch.zeros(V, dtype=torch.bool)
+        self.eos_only[EOS_ID] = True
+
+    # ------------------------------------------------------------------ reference rules
+    def advance(self, st: _State, seq: Sequence[tuple[int, int, str]]) -> bool:
+        """Apply one id's base tokens to ``st`` (in place); False if any is illegal."""
+        if not seq:
+            return False
+        start_counts = {p: len(s) for p, s in st.here.items()}
+        ext = True
+        N, L = st.total, self.L
+        for t, v, text in seq:
+            forced = False
+            if st.forced:
+                if text not in st.forced[0]:
+                    return False
+                st.forced = st.forced[1:]
+                forced = True
+            p = st.phase
+            if t == BAR:
+                if p not in (START, TSIG, TEMPO, DUR) or st.bar >= N:
+                    return False
+                st.bar += 1
+                st.pos, st.here, ext = -1, {}, False
+            elif t == TSIG:
+                if p != BAR or v != self.meter:
+                    return False
+            elif t == POS:
+                if p not in (TSIG, TEMPO, DUR) or not st.pos < v < L:
+                    return False
+                st.pos, st.here, ext = v, {}, False
+            elif t == TEMPO:
+                if not forced or p != POS:
+                    return False
+            elif t == PROG:
+                if p not in (POS, TEMPO, DUR) or st.pos < 0 or v not in self.programs:
+                    return False
+                if ext and start_counts.get(v, 0) >= MAX_ONSETS:
+                    return False
+                st.prog = v
+            elif t in (PITCH, DRUM):
+                if p != PROG or (t == DRUM) != (st.prog == -1):
+                    return False
+                started = st.here.setdefault(st.prog, set())
+                if v in started:
+                    return False
+                started.add(v)
+            elif t == VEL:
+                if p not in (PITCH, DRUM):
+                    return False
+            elif t == DUR:
+                if p != VEL or v > (N - st.bar + 1) * L - st.pos:
+                    return False
+            elif t == EOS_T:
+                if p != DUR or st.bar != N:
+                    return False
+                st.done = True
+            else:
+                return False
+            st.phase = t
+        return True
+
+    def legal(self, st: _State, i: int) -> bool:
+        """Whether id ``i`` may follow state ``st`` (reference rules; ``st`` is not changed)."""
+        return self.advance(st.copy(), self.vocab.seqs[i])
+
+    # ------------------------------------------------------------------ fast masks
+    def _key(self, st: _State, finish: bool) -> tuple:
+        return (st.phase, st.pos, st.prog == -1 and st.phase == PROG,
+                min(st.total - st.bar, self.bl_cap), finish)
+
+    def _fast(self, key: tuple) -> "torch.Tensor":
+        import torch
+
+        phase, pos, drum, bl, finish = key
+        ft = self.ftype
+        m = self.valid & self._first[phase, drum][ft]
+        m &= self.first_pos > pos
+        m &= self.nbars <= bl
+        m &= self.dur_cur <= (bl + 1) * self.L - pos
+        m &= self.end_rel <= (bl + 1) * self.L
+        if finish:
+            m &= self.single & self._finish[phase, bl > 0][ft]
+        m[EOS_ID] = phase == DUR and bl == 0
+        return torch.from_numpy(m)
+
+    def _slow(self, st: _State) -> "torch.Tensor":
+        import torch
+
+        m = torch.zeros(self.vocab.size, dtype=torch.bool)
+        cands = [i for text in st.forced[0] for i in self.vocab.by_first.get(text, ())] if st.forced \
+            else range(self.vocab.size)
+        for i in cands:
+            if self.legal(st, i):
+                m[i] = True
+        return m
+
+    def mask(self, st: _State, finish: bool = False) -> "torch.Tensor":
+        """Bool mask [vocab] of the ids that may follow ``st`` (a shared, cached tensor when
+        no pitch has started at the current position; do not modify it)."""
+        if st.done:
+            return self.eos_only
+        if st.forced:
+            key = (st.forced, st.phase, min(st.total - st.bar, self.bl_cap), st.pos, st.prog,
+                   tuple(sorted((p, tuple(sorted(s))) for p, s in st.here.items())))
+            m = self._slow_cache.get(key)
+            if m is None:
+                m = self._slow_cache[key] = self._slow(st)
+            return m
+        key = self._key(st, finish)
+        m = self._cache.get(key)
+        if m is None:
+            m = self._cache[key] = self._fast(key)
+        if st.here or (st.phase == PROG and st.prog in self.conflict):
+            # pitches already started here (a chord in progress): cached too, chords repeat
+            hkey = (key, st.prog, frozenset((p, frozenset(s)) for p, s in st.here.items()))
+            hm = self._here_cache.get(hkey)
+            if hm is None:
+                if len(self._here_cache) > 20000:
+                    self._here_cache.clear()
+                hm = self._here_cache[hkey] = m.clone()
+                self.exclude(st, hm)
+            m = hm
+        return m
+
+    def exclude(self, st: _State, m: "torch.Tensor") -> None:
+        """Remove from ``m`` the ids that would restart a pitch at the current position."""
+        for p, started in st.here.items():
+            for v in started:
+                ix = self.exp_note.get((p, v))
+                if ix is not None:
+                    m[ix] = False
+                if p == st.prog:
+                    ix = self.implicit.get(v)
+                    if ix is not None:
+                        m[ix] = False
+            if len(started) >= MAX_ONSETS:
+                ix = self.exp_prog.get(p)
+                if ix is not None:
+                    m[ix] = False
+        ix = self.conflict.get(st.prog)
+        if ix is not None:
+            m[ix] = False
+
+    def finish_needed(self, st: _State) -> int:
+        """An upper bound on the ids needed to end validly from ``st`` (finishing mode)."""
+        return 10 + 2 * (st.total - st.bar) + len(st.forced)
+
+    def track(self, st: _State, seq: Sequence[tuple[int, int, str]]) -> None:
+        """Follow a prompt's tokens without judging them (continuation context)."""
+        for t, v, _ in seq:
+            if t == BAR:
+                st.bar += 1
+                st.pos, st.here = -1, {}
+            elif t == POS:
+                st.pos, st.here = v, {}
+            elif t == PROG:
+                st.prog = v
+            elif t in (PITCH, DRUM):
+                st.here.setdefault(st.prog, set()).add(v)
+            if t != OTHER:
+                st.phase = t
+
+
+# =============================================================================== config
+@dataclass
+class GenerationConfig:
+    """What to generate. Every field has a usable default.
+
+    * ``bars`` 1–64 (exactly that many bars come out); ``n`` 1–16 variations, one batch.
+    * ``mood`` (name or alias) or ``valence`` and ``arousal`` in [-1, 1]; ``key`` ("F major",
+      "Am"); ``tags`` (user tags the model knows).
+    * ``tempo`` in quarter notes per minute (nearest tempo token; None lets the model choose);
+      ``meter`` "4/4", "3/4", "6/8", ...; ``instruments``: names (see :data:`INSTRUMENTS`) or
+      GM programs (0–127, -1 drums); None = melody + accompaniment on two piano programs.
+    * sampling: ``temperature`` > 0, ``top_k`` (0 = off), ``top_p`` in (0, 1] (1 = off),
+      ``guidance`` (classifier-free guidance scale; 1 = off), ``seed`` (same seed, same model,
+      same device → identical output), ``max_tokens`` (budget of new ids per sequence; None =
+      a generous default from ``bars``).
+
+    Example:
+        >>> cfg = GenerationConfig(bars=16, mood="happy", key="G major", tempo=120, n=4, seed=7)
+    """
+
+    bars: int = 8
+    mood: str | None = None
+    valence: float | None = None
+    arousal: float | None = None
+    key: str | None = None
+    tempo: float | None = None
+    meter: str = "4/4"
+    instruments: Sequence[str | int] | None = None
+    tags: Sequence[str] = ()
+    n: int = 1
+    seed: int | None = None
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.95
+    guidance: float = 1.0
+    max_tokens: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`BadInputError` naming the first bad value. Example: ``cfg.validate()``."""
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not is_int(self.bars) or not 1 <= self.bars <= MAX_BARS:
+            raise BadInputError(f"bars {self.bars!r}: must be an integer from 1 to {MAX_BARS}")
+        if not is_int(self.n) or not 1 <= self.n <= MAX_N:
+            raise BadInputError(f"n {self.n!r}: must be an integer from 1 to {MAX_N}")
+        if not is_num(self.temperature) or self.temperature <= 0:
+            raise BadInputError(f"temperature {self.temperature!r}: must be a number above 0")
+        if not is_int(self.top_k) or self.top_k < 0:
+            raise BadInputError(f"top_k {self.top_k!r}: must be an integer >= 0 (0 = off)")
+        if not is_num(self.top_p) or not 0 < self.top_p <= 1:
+            raise BadInputError(f"top_p {self.top_p!r}: must be in (0, 1] (1 = off)")
+        if not is_num(self.guidance) or not 0 <= self.guidance <= 20:
+            raise BadInputError(f"guidance {self.guidance!r}: must be a number from 0 to 20 (1 = off)")
+        if self.tempo is not None and (not is_num(self.tempo) or not 20 <= self.tempo <= 400):
+            raise BadInputError(f"tempo {self.tempo!r}: must be from 20 to 400 quarter notes per minute")
+        if self.seed is not None and not is_int(self.seed):
+            raise BadInputError(f"seed {self.seed!r}: must be an integer or None")
+        if self.max_tokens is not None and (not is_int(self.max_tokens) or self.max_tokens < self.min_tokens()):
+            raise BadInputError(f"max_tokens {self.max_tokens!r}: must be an integer of at least "
+                                f"{self.min_tokens()} for {self.bars} bars")
+        if isinstance(self.tags, str):
+            raise BadInputError(f"tags {self.tags!r}: give a list of tags")
+        parse_meter(self.meter)
+
+    def min_tokens(self) -> int:
+        """The smallest ``max_tokens`` that always leaves room to finish validly."""
+        return 16 + 2 * self.bars
+
+    def token_budget(self) -> int:
+        """``max_tokens`` or its default (about 200 ids per bar: room for dense piano)."""
+        return self.max_tokens if self.max_tokens is not None else 64 + 200 * self.bars
+
+
+def _with(cfg: GenerationConfig | None, overrides: dict) -> GenerationConfig:
+    """``cfg`` (or the defaults) with some fields replaced; unknown names are a BadInputError."""
+    cfg = cfg if cfg is not None else GenerationConfig()
+    if not isinstance(cfg, GenerationConfig):
+        raise BadInputError(f"expected a GenerationConfig, got {type(cfg).__name__}")
+    try:
+        return replace(cfg, **overrides)
+    except TypeError:
+        known = ", ".join(f.name for f in fields(GenerationConfig))
+        bad = ", ".join(sorted(set(overrides) - {f.name for f in fields(GenerationConfig)}))
+        raise BadInputError(f"unknown generation setting(s) {bad}; known: {known}") from None
+
+
+def parse_meter(meter: str | Sequence[int]) -> tuple[int, int]:
+    """``"6/8"`` or ``(6, 8)`` → ``(6, 8)``; :class:`BadInputError` otherwise.
+
+    Example: ``parse_meter("3/4") == (3, 4)``
+    """
+    try:
+        if isinstance(meter, str):
+            a, b = meter.strip().split("/")
+            num, den = int(a), int(b)
+        else:
+            num, den = (int(x) for x in meter)
+    except (ValueError, TypeError):
+        raise BadInputError(f"meter {meter!r}: write it like '4/4', '3/4' or '6/8'") from None
+    if num <= 0 or den <= 0 or den & (den - 1):
+        raise BadInputError(f"meter {meter!r}: write it like '4/4', '3/4' or '6/8'")
+    return num, den
+
+
+def resolve_instruments(instruments: Sequence[str | int] | str | None) -> tuple[int, ...]:
+    """Instrument names / GM programs → distinct programs (a repeated instrument moves to a
+    free program of its General MIDI family, as the corpus does).
+
+    Example: ``resolve_instruments(["piano", "bass"]) == (0, 33)``;
+    ``resolve_instruments(None) == (0, 1)``
+    """
+    if instruments is None:
+        return DEFAULT_PROGRAMS
+    if isinstance(instruments, (str, int)):
+        instruments = [instruments]
+    out: list[int] = []
+    for item in instruments:
+        if isinstance(item, str) and " ".join(item.lower().split()) in _DEFAULT_NAMES:
+            progs = list(DEFAULT_PROGRAMS)
+        elif isinstance(item, bool):
+            raise BadInputError(f"unknown instrument {item!r}")
+        elif isinstance(item, int) or (isinstance(item, str) and item.strip().lstrip("-").isdigit()):
+            p = int(item)
+            if not -1 <= p <= 127:
+                raise BadInputError(f"instrument program {item!r}: must be 0-127, or -1 for drums")
+            progs = [p]
+        elif isinstance(item, str):
+            name = " ".join(item.lower().replace("_", " ").split())
+            if name not in INSTRUMENTS:
+                raise BadInputError(f"unknown instrument {item!r}; known: {', '.join(sorted(INSTRUMENTS))}, "
+                                    "or a General MIDI program number")
+            progs = [INSTRUMENTS[name]]
+        else:
+            raise BadInputError(f"unknown instrument {item!r}")
+        for p in progs:
+            if p in out:
+                if p == -1:
+                    continue
+                family = range(p // 8 * 8, p // 8 * 8 + 8)
+                free = [q for q in list(family[family.index(p):]) + list(family) if q not in out]
+                if not free:
+                    raise BadInputError(f"too many instruments of the family of program {p}")
+                p = free[0]
+            out.append(p)
+    if not out:
+        raise BadInputError("instruments: give at least one instrument")
+    return tuple(out)
+
+
+# =============================================================================== generator
+class Generator:
+    """Conditioned, grammar-constrained sampling from a melodia model.
+
+    One generator owns one KV cache: use it from one thread at a time (or one per thread).
+    Grammar tables are built once per (meter, bars, instruments) and cached.
+
+    Example:
+        >>> gen = Generator(model, tok)
+        >>> ids = gen.generate(GenerationConfig(bars=4, mood="sad", seed=3))
+        >>> longer = gen.continue_from("clip.mid", bars=4, context_bars=4)
+    """
+
+    def __init__(self, model: Any, tokenizer: "MelodiaTokenizer", device: str = "cpu", weights: str = "auto"):
+        vs = int(model.config.vocab_size)
+        if vs < tokenizer.vocab_size:
+            raise BadModelError(f"model vocabulary ({vs}) is smaller than the tokenizer's ({tokenizer.vocab_size})")
+        self.tok = tokenizer
+        self.model = model
+        self.net = LeanLlama(model, device=device, weights=weights)
+        self.vocab = _Vocab(tokenizer, vs)
+        self._grammars: dict[tuple, _Grammar] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def grammar(self, meter: tuple[int, int], programs: Sequence[int]) -> _Grammar:
+        """The (cached) grammar of one meter and instrument set. Example: ``gen.grammar((4, 4), (0, 1))``."""
+        key = (meter, frozenset(programs))
+        g = self._grammars.get(key)
+        if g is None:
+            if len(self._grammars) > 64:
+                self._grammars.clear()
+            g = self._grammars[key] = _Grammar(self.vocab, meter, frozenset(programs))
+        return g
+
+    def _meter(self, cfg: GenerationConfig) -> tuple[int, int]:
+        num, den = parse_meter(cfg.meter)
+        if f"{num}/{den}" not in self.vocab.timesigs:
+            raise BadInputError(f"meter {cfg.meter!r} is not in this model's vocabulary; use one of "
+                                f"{', '.join(self.vocab.timesigs)}")
+        return num, den
+
+    def _programs(self, instruments: Any) -> tuple[int, ...]:
+        progs = resolve_instruments(instruments)
+        missing = [p for p in progs if p not in self.vocab.programs]
+        if missing:
+            raise BadInputError(f"instrument program(s) {missing} not in this model's vocabulary")
+        return progs
+
+    def _controls(self, cfg: GenerationConfig) -> tuple[list[int], list[int]]:
+        """(conditional, unconditional) control prefixes of equal length."""
+        from .moods import resolve_mood
+
+        try:
+            mood = resolve_mood(cfg.mood, cfg.valence, cfg.arousal)
+        except BadInputError:
+            word = (cfg.mood or "").strip().lower()
+            if cfg.valence is not None or cfg.arousal is not None or f"MOOD_{word}" not in self.tok.controls:
+                raise
+            mood = word  # a user mood the fine-tuned model knows
+        tags = list(cfg.tags)
+        cond = self.tok.controls_prefix(mood, cfg.key, tags)
+        uncond = self.tok.controls_prefix("any", None, tags)
+        return cond, uncond
+
+    # ------------------------------------------------------------------ public
+    def generate(self, cfg: GenerationConfig | None = None, **overrides: Any) -> list[list[int]]:
+        """``cfg.n`` sequences of token ids (controls, music, EOS), each exactly ``cfg.bars`` bars.
+
+        Example: ``ids = gen.generate(GenerationConfig(bars=8, mood="calm"), seed=1)``
+        """
+        cfg = _with(cfg, overrides)
+        g, cond, uncond, states = self.prepare(cfg)
+        new = self._sample(g, cond, uncond, states, cfg)
+        return [cond + row for row in new]
+
+    def prepare(self, cfg: GenerationConfig) -> tuple[_Grammar, list[int], list[int], list[_State]]:
+        """Validate ``cfg`` and build what sampling starts from: the grammar, the conditional and
+        unconditional control prefixes, and one grammar state per variation (with the forced
+        opening ``Bar TimeSig_<meter> Position_0 Tempo``). Used by :meth:`generate` and benchmarks.
+
+        Example: ``grammar, cond, uncond, states = gen.prepare(GenerationConfig(bars=4))``
+        """
+        cfg.validate()
+        meter = self._meter(cfg)
+        progs = self._programs(cfg.instruments)
+        cond, uncond = self._controls(cfg)
+        g = self.grammar(meter, progs)
+        tempos = frozenset([self.vocab.tempo_token(cfg.tempo)]) if cfg.tempo is not None \
+            else frozenset(self.vocab.tempos)
+        opening = (frozenset(["Bar_None"]), frozenset([f"TimeSig_{meter[0]}/{meter[1]}"]),
+                   frozenset(["Position_0"]), tempos)
+        return g, cond, uncond, [_State(total=cfg.bars, forced=opening) for _ in range(cfg.n)]
+
+    def generate_scores(self, cfg: GenerationConfig | None = None, **overrides: Any) -> list["symusic.Score"]:
+        """Like :meth:`generate`, decoded to ``symusic.Score`` objects.
+
+        Example: ``scores = gen.generate_scores(bars=4, mood="happy", n=2)``
+        """
+        return [self.tok.decode(ids) for ids in self.generate(cfg, **overrides)]
+
+    def continue_from(self, score: Any, bars: int, context_bars: int = 4, cfg: GenerationConfig | None = None,
+                      include_prompt: bool = True) -> list["symusic.Score"]:
+        """Continue a piece: its last ``context_bars`` bars are the context; ``bars`` new bars follow.
+
+        ``score``: a ``symusic.Score``, MIDI path or MIDI bytes. Returns ``cfg.n`` scores: the
+        prompt unchanged (same ticks per quarter, every note as it was) plus exactly ``bars`` new
+        bars, or with ``include_prompt=False`` the new bars alone (starting at tick 0). The new bars
+        keep the prompt's last meter and tempo; instruments default to the prompt's programs.
+
+        Example: ``out = gen.continue_from("clip.mid", bars=4, cfg=GenerationConfig(mood="tense"))``
+        """
+        import numpy as np
+        import symusic
+        from miditok.utils import get_bars_ticks
+
+        from .midifile import load_score
+
+        cfg = _with(cfg, {"bars": bars})
+        cfg.validate()
+        if isinstance(context_bars, bool) or not isinstance(context_bars, int) or not 1 <= context_bars <= MAX_BARS:
+            raise BadInputError(f"context_bars {context_bars!r}: must be an integer from 1 to {MAX_BARS}")
+        orig = load_score(score)
+        if orig.note_num() == 0:
+            raise BadInputError("continue_from: the prompt has no notes to continue")
+        remi = self.tok.remi
+        # the meter of the new bars: the prompt's last time signature
+        ts = sorted(orig.time_signatures, key=lambda t: t.time)
+        meter = (ts[-1].numerator, ts[-1].denominator) if ts else (4, 4)
+        if f"{meter[0]}/{meter[1]}" not in self.vocab.timesigs:
+            raise BadInputError(f"the prompt ends in {meter[0]}/{meter[1]}, which this model cannot write")
+        pre = remi.preprocess_score(orig.copy())
+        seq = remi.encode(pre, encode_ids=False, no_preprocess_score=True)
+        if isinstance(seq, list):
+            seq = seq[0]
+        base = np.asarray(seq.ids, dtype=np.int64)
+        bar_id = remi.vocab["Bar_None"]
+        all_bars = [b for b in np.split(base, np.flatnonzero(base == bar_id)) if len(b)]
+        n_orig = len(get_bars_ticks(orig))
+        ts_id = remi.vocab[f"TimeSig_{meter[0]}/{meter[1]}"]
+        while len(all_bars) < n_orig:  # trailing bars the prompt's last notes still sound in
+            all_bars.append(np.asarray([bar_id, ts_id], dtype=np.int64))
+        first = max(0, len(all_bars) - context_bars)
+        tempo_ids = {i for t, i in remi.vocab.items() if t.startswith("Tempo_")}
+        tempo = None
+        for b in all_bars[:first]:
+            for i in b:
+                if int(i) in tempo_ids:
+                    tempo = int(i)
+        ctx_bars = list(all_bars[first:])
+        if first > 0 and tempo is not None:
+            ctx_bars[0] = _restate_tempo(ctx_bars[0], tempo, remi)
+        ctx_ids = _encode_bars(self.tok, ctx_bars)
+        if cfg.instruments is not None:
+            progs = self._programs(cfg.instruments)
+        else:
+            used = sorted({-1 if t.is_drum else t.program for t in orig.tracks if t.notes})
+            progs = tuple(p for p in used if p in self.vocab.programs) or DEFAULT_PROGRAMS
+        cond, uncond = self._controls(cfg)
+        n_ctx = len(ctx_bars)
+        g = self.grammar(meter, progs)
+        st = _State(total=n_ctx + bars)
+        for i in ctx_ids:
+            g.track(st, self.vocab.seqs[i])
+        if st.phase not in (TSIG, TEMPO, DUR):  # (a complete bar always ends in one of these)
+            st.phase = DUR
+        st.forced = (frozenset(["Bar_None"]),)  # the new bars start on a bar line
+        states = [st.copy() for _ in range(cfg.n)]
+        new = self._sample(g, [*cond, *ctx_ids], [*uncond, *ctx_ids], states, cfg)
+
+        # new notes → the prompt's timeline and resolution
+        ticks_per_bar_orig = orig.ticks_per_quarter * 4 * meter[0] // meter[1]
+        bars_orig = get_bars_ticks(orig)
+        orig_end = bars_orig[-1] + ticks_per_bar_orig
+        scale = orig.ticks_per_quarter / remi.time_division
+        out = []
+        for row in new:
+            dec = self.tok.decode(ctx_ids + row)
+            start = get_bars_ticks(dec)[n_ctx] if len(get_bars_ticks(dec)) > n_ctx else None
+            res = orig.copy() if include_prompt else symusic.Score(orig.ticks_per_quarter)
+            offset = orig_end if include_prompt else 0
+            if not include_prompt:
+                last_tempo = sorted(orig.tempos, key=lambda t: t.time)
+                res.tempos.append(symusic.Tempo(0, qpm=last_tempo[-1].qpm if last_tempo else 120.0))
+                res.time_signatures.append(symusic.TimeSignature(0, meter[0], meter[1]))
+            for tr in dec.tracks:
+                notes = [nt for nt in tr.notes if start is not None and nt.time >= start]
+                if not notes:
+                    continue
+                target = next((t for t in res.tracks if t.is_drum == tr.is_drum
+                               and (tr.is_drum or t.program == tr.program)), None)
+                if target is None:
+                    target = symusic.Track(tr.name, program=tr.program, is_drum=tr.is_drum)
+                    res.tracks.append(target)
+                    target = res.tracks[-1]
+                for nt in notes:
+                    on = round((nt.time - start) * scale)
+                    off = round((nt.time - start + nt.duration) * scale)
+                    target.notes.append(symusic.Note(offset + on, max(1, off - on), nt.pitch, nt.velocity))
+                target.notes.sort(key=lambda x: (x.time, x.pitch))
+            out.append(res)
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def _sample(self, g: _Grammar, cond: list[int], uncond: list[int], states: list[_State],
+                cfg: GenerationConfig, stop_after: int | None = None) -> list[list[int]]:
+        """The sampling loop: prefill, then one grammar-masked step per new id for all rows.
+
+        ``stop_after`` (benchmarks) stops after that many steps, finished or not.
+        """
+        import torch
+
+        n = len(states)
+        guided = cfg.guidance != 1.0 and list(cond) != list(uncond)  # no mood/key: nothing to guide
+        rows = [list(cond) for _ in range(n)] + ([list(uncond) for _ in range(n)] if guided else [])
+        budget = cfg.token_budget()
+        net = self.net
+        window = max(64, net.window)
+        length = min(window, len(cond) + budget + 1)
+        n_ctrl = len(self.tok.controls_prefix("any", None, list(cfg.tags)))
+        if len(cond) >= length:  # a long prompt: keep the controls and its most recent part
+            keep = length // 2
+            rows = [r[:n_ctrl] + r[-(keep - n_ctrl):] for r in rows]
+        gen = torch.Generator()
+        if cfg.seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(cfg.seed) & 0xFFFF_FFFF_FFFF_FFFF)
+        out: list[list[int]] = [[] for _ in range(n)]
+        scale = float(cfg.guidance)
+        with torch.inference_mode():
+            net.reset(len(rows), length)
+            logits = net.forward(torch.tensor(rows, dtype=torch.long), 0)
+            for step in range(budget):
+                left = budget - step
+                if logits.device.type != "cpu":
+                    logits = logits.cpu()  # masks and the seeded draw live on the CPU
+                if guided:
+                    lu = logits[n:]
+                    logits = lu + scale * (logits[:n] - lu)
+                masks = []
+                for st in states:
+                    finish = left <= g.finish_needed(st)
+                    masks.append(g.mask(st, finish))
+                mask = masks[0].unsqueeze(0) if n == 1 else torch.stack(masks)
+                ids = _sample_ids(logits, mask, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+                for r, (st, i) in enumerate(zip(states, ids)):
+                    if st.done:
+                        ids[r] = EOS_ID
+                        continue
+                    if not g.advance(st, g.vocab.seqs[i]):  # pragma: no cover - a bug if it happens
+                        raise RuntimeError(f"generate: sampled illegal id {i} ({self.tok.id_to_token(i)})")
+                    out[r].append(i)
+                if all(st.done for st in states) or (stop_after is not None and step + 1 >= stop_after):
+                    break
+                feed = ids + ids if guided else ids
+                for r, i in zip(rows, feed):
+                    r.append(i)
+                if net.pos + 1 > length:  # cache full: keep the controls and the recent half
+                    keep = length // 2
+                    rows = [r[:n_ctrl] + r[-(keep - n_ctrl):] for r in rows]
+                    net.reset(len(rows), length)
+                    logits = net.forward(torch.tensor(rows, dtype=torch.long), 0)
+                else:
+                    logits = net.step(torch.tensor(feed, dtype=torch.long))
+        for r, st in enumerate(states):
+            if not st.done and stop_after is None:  # pragma: no cover - finishing mode makes this unreachable
+                raise RuntimeError("generate: token budget ran out before the last bar was complete")
+        return out
+
+
+def _restate_tempo(bar: "np.ndarray", tempo_id: int, remi: Any) -> "np.ndarray":
+    """A bar opening a context carries the tempo in force (REMI writes only tempo changes),
+    as training chunks that start mid-piece do: ``Bar TimeSig Position_0 Tempo …``."""
+    import numpy as np
+
+    toks = [remi[int(i)] for i in bar[:4]]
+    k = 1 + int(len(toks) > 1 and toks[1].startswith("TimeSig_"))
+    if len(toks) > k and toks[k] == "Position_0":
+        if len(toks) > k + 1 and toks[k + 1].startswith("Tempo_"):
+            return bar
+        return np.concatenate([bar[: k + 1], [tempo_id], bar[k + 1:]])
+    return np.concatenate([bar[:k], [remi.vocab["Position_0"], tempo_id], bar[k:]])
+
+
+def _encode_bars(tok: "MelodiaTokenizer", bars: list) -> list[int]:
+    """BPE ids of base-id bars, each bar encoded on its own (BPE never crosses a bar line), as
+    the training shards are."""
+    if not tok.is_trained:
+        return [int(i) for b in bars for i in b]
+    remi = tok.remi
+    encs = remi._model.encode_batch([[remi._ids_to_bytes([int(i) for i in b], as_one_str=True)] for b in bars],
+                                    is_pretokenized=True)
+    return [int(i) for e in encs for i in e.ids]
+
+
+def _sample_ids(logits: "torch.Tensor", mask: "torch.Tensor", temperature: float, top_k: int, top_p: float,
+                gen: "torch.Generator") -> list[int]:
+    """One id per row from grammar-masked logits with temperature, top-k, then top-p.
+
+    Cheap at batch 1: no full sort of the vocabulary (the nucleus is looked for among the best
+    64 ids first, and only when those hold less than ``top_p`` of the mass among all legal ids),
+    and the draw is an inverse-CDF lookup of one uniform number per row from ``gen``
+    (``torch.multinomial`` costs several times more here).
+    """
+    import torch
+
+    x = logits.masked_fill(~mask, float("-inf"))
+    if temperature != 1.0:
+        x = x / temperature
+    idx = None
+    if top_k > 0:  # top-k first; top-p then works on the renormalised top-k (as transformers does)
+        k = min(top_k, int(mask.sum(1).max()))
+        x, idx = x.topk(k, dim=-1)
+        probs = torch.softmax(x, dim=-1)
+    elif top_p < 1.0:
+        probs = None
+        k_legal = int(mask.sum(1).max())
+        for k in ((64, k_legal) if k_legal > 64 else (k_legal,)):
+            vals, idx = x.topk(k, dim=-1)  # best first
+            # probabilities under the whole (legal) distribution, so the nucleus is exact
+            probs = (vals - torch.logsumexp(x, dim=-1, keepdim=True)).exp_()
+            if k == k_legal or bool((probs.sum(-1) >= top_p).all()):
+                break
+        x = vals
+    else:
+        probs = torch.softmax(x, dim=-1)
+    cum = probs.cumsum(-1)
+    if top_p < 1.0:
+        probs = probs.masked_fill(cum - probs >= top_p, 0.0)  # keeps at least the best id
+        cum = probs.cumsum(-1)
+    u = (1.0 - torch.rand((x.shape[0], 1), generator=gen)) * cum[:, -1:]   # in (0, total]
+    j = torch.searchsorted(cum, u).clamp_max_(x.shape[1] - 1)
+    if idx is not None:
+        j = idx.gather(-1, j)
+    return j.view(-1).tolist()
+
+
+def generate_scores(model: Any, tokenizer: "MelodiaTokenizer", cfg: GenerationConfig | None = None,
+                    device: str = "cpu", **overrides: Any) -> list["symusic.Score"]:
+    """One call from a model and tokenizer to decoded scores.
+
+    Example:
+        >>> scores = generate_scores(model, tok, bars=8, mood="calm", key="F major", n=2, seed=1)
+    """
+    return Generator(model, tokenizer, device=device).generate_scores(cfg, **overrides)
