@@ -913,9 +913,13 @@ class Generator:
             raise BadInputError(f"instrument program(s) {missing} not in this model's vocabulary")
         return progs
 
-    def _controls(self, cfg: GenerationConfig) -> tuple[list[int], list[int]]:
-        """(conditional, unconditional) control prefixes of equal length."""
-        from .moods import resolve_mood
+    def _controls(self, cfg: GenerationConfig) -> tuple[list[int], list[int], tuple[float, float] | None]:
+        """(conditional, unconditional) control prefixes of equal length, and the tempo band.
+
+        A canonical mood with no key or tempo given brings its defaults (``moods.mood_defaults``):
+        a key of its mode and a tempo band for its arousal.
+        """
+        from .moods import mood_defaults, resolve_mood
 
         try:
             mood = resolve_mood(cfg.mood, cfg.valence, cfg.arousal)
@@ -925,9 +929,11 @@ class Generator:
                 raise
             mood = word  # a user mood the fine-tuned model knows
         tags = list(cfg.tags)
-        cond = self.tok.controls_prefix(mood, cfg.key, tags)
+        key, band = mood_defaults(mood, cfg.seed)
+        key = cfg.key if cfg.key is not None else key
+        cond = self.tok.controls_prefix(mood, key, tags)
         uncond = self.tok.controls_prefix("any", None, tags)
-        return cond, uncond
+        return cond, uncond, band
 
     # ------------------------------------------------------------------ public
     def generate(self, cfg: GenerationConfig | None = None, **overrides: Any) -> list[list[int]]:
@@ -950,10 +956,13 @@ class Generator:
         cfg.validate()
         meter = self._meter(cfg)
         progs = self._programs(cfg.instruments)
-        cond, uncond = self._controls(cfg)
+        cond, uncond, band = self._controls(cfg)
         g = self.grammar(meter, progs)
-        tempos = frozenset([self.vocab.tempo_token(cfg.tempo)]) if cfg.tempo is not None \
-            else frozenset(self.vocab.tempos)
+        if cfg.tempo is not None:
+            tempos = frozenset([self.vocab.tempo_token(cfg.tempo)])
+        else:
+            in_band = [t for t, q in self.vocab.tempos.items() if band and band[0] <= q <= band[1]]
+            tempos = frozenset(in_band or self.vocab.tempos)
         opening = (frozenset(["Bar_None"]), frozenset([f"TimeSig_{meter[0]}/{meter[1]}"]),
                    frozenset(["Position_0"]), tempos)
         return g, cond, uncond, [_State(total=cfg.bars, forced=opening) for _ in range(cfg.n)]
@@ -1022,7 +1031,16 @@ class Generator:
         else:
             used = sorted({-1 if t.is_drum else t.program for t in orig.tracks if t.notes})
             progs = tuple(p for p in used if p in self.vocab.programs) or DEFAULT_PROGRAMS
-        cond, uncond = self._controls(cfg)
+        if cfg.key is None:  # the prompt's own key, not the mood's default one
+            from dataclasses import replace as _replace
+
+            from .moods import estimate_key
+
+            try:
+                cfg = _replace(cfg, key=estimate_key(orig).name)
+            except BadInputError:  # a drums-only prompt has no key
+                pass
+        cond, uncond, _ = self._controls(cfg)
         n_ctx = len(ctx_bars)
         g = self.grammar(meter, progs)
         st = _State(total=n_ctx + bars)

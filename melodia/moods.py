@@ -905,3 +905,31 @@ def label_from_path(rel_path: str, labels: Mapping[str, str] | None = None) -> L
     if folder_mood is not None:
         return Label(folder_mood, tuple(tags), "folder")
     return Label(None, tuple(tags), "estimated")
+
+
+# --------------------------------------------------------------------------- generation defaults
+# What a mood asks of the music when the caller leaves key and tempo open. The two strongest,
+# best-replicated cues of the valence-arousal plane (Gabrielsson & Lindström 2010): mode for
+# valence (major: happy, calm; minor: sad, tense) and tempo for arousal (fast: happy, tense;
+# slow: sad, calm). The tempo bands sit on either side of the estimator's 80 qpm boundary;
+# the model still chooses the exact tempo inside the band, and everything else (density,
+# register, dynamics, harmony) from the MOOD token it was trained with.
+MOOD_MODE = {"happy": "major", "calm": "major", "sad": "minor", "tense": "minor"}
+MOOD_TEMPO_BANDS = {"happy": (112.0, 150.0), "tense": (120.0, 168.0), "sad": (50.0, 72.0), "calm": (56.0, 78.0)}
+_COMMON_TONICS = {"major": ("C", "G", "D", "F", "A", "Bb", "Eb", "E"),
+                  "minor": ("A", "E", "D", "G", "C", "B", "F#", "F")}
+
+
+def mood_defaults(mood: str, seed: int | None = None) -> tuple[str | None, tuple[float, float] | None]:
+    """(key, tempo band in qpm) a canonical mood implies; (None, None) for "any" or a user mood.
+
+    The tonic is drawn from common keys of the mood's mode, by ``seed``.
+    Example: ``mood_defaults("sad", seed=1)`` → ``('E minor', (50.0, 72.0))``
+    """
+    import random
+
+    if mood not in MOOD_MODE:
+        return None, None
+    mode = MOOD_MODE[mood]
+    tonic = random.Random(seed).choice(_COMMON_TONICS[mode])
+    return parse_key(f"{tonic} {mode}"), MOOD_TEMPO_BANDS[mood]

@@ -451,3 +451,17 @@ def test_import_stays_light():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_mood_defaults_follow_the_quadrants():
+    from melodia.moods import mood_defaults
+
+    for seed in range(6):
+        k, band = mood_defaults("happy", seed)
+        assert k.endswith("major") and band[0] > 100
+        k, band = mood_defaults("sad", seed)
+        assert k.endswith("minor") and band[1] < 80
+        assert mood_defaults("tense", seed)[0].endswith("minor")
+        assert mood_defaults("calm", seed)[0].endswith("major") and mood_defaults("calm", seed)[1][1] < 80
+    assert mood_defaults("any", 1) == (None, None) and mood_defaults("lofi", 1) == (None, None)
+    assert mood_defaults("happy", 3) == mood_defaults("happy", 3)
