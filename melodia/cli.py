@@ -62,6 +62,71 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .api import Composer
+    from .errors import BadInputError, OutputExistsError
+
+    formats = [".mid"] + [ext for flag, ext in (("wav", ".wav"), ("musicxml", ".musicxml"), ("png", ".png"))
+                          if getattr(args, flag)]
+    instruments = [x.strip() for x in args.instruments.split(",")] if args.instruments else None
+    out = Path(args.out)
+    seed = args.seed
+    stem = args.name or (f"{args.mood or 'any'}-{seed}" if seed is not None else (args.mood or "piece"))
+    stems = [stem] if args.n == 1 else [f"{stem}-{i + 1}" for i in range(args.n)]
+    targets = [out / f"{s}{ext}" for s in stems for ext in formats]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.force:  # check before minutes of work, not after
+        raise OutputExistsError(f"{existing[0]}: already exists (use --force to overwrite)")
+    composer = Composer.load(args.model, device=args.device)
+    common = dict(mood=args.mood, key=args.key, instruments=instruments, n=args.n, seed=seed,
+                  temperature=args.temperature, guidance=args.guidance)
+    if args.continue_from:
+        if args.meter is not None:
+            raise BadInputError("--meter cannot be used with --continue: the clip brings its own meter")
+        pieces = composer.continue_from(args.continue_from, bars=args.bars, context_bars=args.context_bars,
+                                        include_prompt=not args.new_only, **common)
+    else:
+        pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4", **common)
+    for piece, s in zip(pieces, stems):
+        for ext in formats:
+            path = out / f"{s}{ext}"
+            piece.save(path, force=True, soundfont=args.soundfont)
+            print(path)
+    return 0
+
+
+def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
+    g.add_argument("--mood", help="happy, tense, sad, calm (or an alias such as joyful, dark, "
+                                  "melancholic, peaceful; or a mood your fine-tuned model knows)")
+    g.add_argument("--bars", type=int, default=8, help="bars to write, 1-64 (default 8)")
+    g.add_argument("--key", help='e.g. "D minor", "F#", "Bbm" (default: one that suits the mood)')
+    g.add_argument("--tempo", type=float, help="quarter notes per minute (default: the mood's range)")
+    g.add_argument("--meter", help='time signature, e.g. 3/4 (default 4/4)')
+    g.add_argument("--instruments", help="comma-separated, e.g. piano,strings,bass (default: melody + "
+                                         "accompaniment on piano)")
+    g.add_argument("--n", type=int, default=1, help="variations, 1-16 (default 1)")
+    g.add_argument("--seed", type=int, help="same seed, model and machine → same notes")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    g.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale: 1 = off, 1.5-3 follows the mood more (default 1)")
+    g.add_argument("--model", help="model directory (default: the shipped model)")
+    g.add_argument("--continue", dest="continue_from", metavar="CLIP.mid",
+                   help="continue this MIDI clip (its last --context-bars bars are the context)")
+    g.add_argument("--context-bars", type=int, default=4, help="bars of the clip the model sees (default 4)")
+    g.add_argument("--new-only", action="store_true", help="with --continue: write only the new bars")
+    g.add_argument("--out", required=True, help="folder to write into")
+    g.add_argument("--name", help="file name stem (default MOOD-SEED)")
+    g.add_argument("--wav", action="store_true", help="also write audio (SoundFont synthesis)")
+    g.add_argument("--musicxml", action="store_true", help="also write notation (MusicXML)")
+    g.add_argument("--png", action="store_true", help="also write a piano-roll picture")
+    g.add_argument("--soundfont", help="a .sf2 SoundFont for --wav (default: pretty_midi's TimGM6mb)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    g.add_argument("--force", action="store_true", help="overwrite existing files")
+    g.set_defaults(func=_cmd_generate)
+
+
 def _optional(module: str, adder: str, runner: str) -> tuple[Callable | None, Callable | None]:
     """A stage's CLI hooks, if that stage is installed in this build."""
     import importlib
@@ -109,9 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_tokenize)
 
+    _add_generate_arguments(sub.add_parser("generate", help="compose new music in a mood → .mid (+ .wav …)"))
+
     for name, module, adder, runner, helptext in (
         ("train", "train", "add_train_arguments", "cli_train", "pretrain or fine-tune a model"),
-        ("generate", "generate", "add_generate_arguments", "cli_generate", "compose new music"),
+        ("serve", "serve", "add_serve_arguments", "cli_serve", "local HTTP server for DAWs and scripts"),
         ("render", "render", "add_render_arguments", "cli_render", "MIDI → .wav / .png / .musicxml"),
         ("evaluate", "evaluate", "add_evaluate_arguments", "cli_evaluate", "metrics and a report for a model"),
     ):
