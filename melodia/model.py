@@ -327,6 +327,87 @@ def _check_config(path: Path, cfg: dict) -> None:
         raise bad(f"hidden_size {cfg['hidden_size']} is not divisible by num_attention_heads")
 
 
+def _read_model_dir(path: Path) -> dict[str, dict]:
+    """The directory's JSON files, checked; a clear BadModelError for anything missing or wrong."""
+    if not path.is_dir():
+        raise BadModelError(f"{path}: model directory not found")
+    for name in MODEL_FILES:
+        if not (path / name).is_file():
+            raise BadModelError(f"{path}: {name} is missing (a model directory holds {', '.join(MODEL_FILES)})")
+    jsons = {}
+    for name in ("config.json", "melodia.json", "tokenizer.json"):
+        try:
+            jsons[name] = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadModelError(f"{path / name}: not readable JSON ({e})") from None
+        if not isinstance(jsons[name], dict):
+            raise BadModelError(f"{path / name}: expected a JSON object")
+    return jsons
+
+
+class _Namespace:
+    def __init__(self, **kw: Any):
+        self.__dict__.update(kw)
+
+
+def load_inference_weights(path: str | os.PathLike, device: str = "cpu") -> "tuple[Any, dict[str, Any]]":
+    """Just what sampling needs, without importing ``transformers`` (seconds of start-up saved):
+    ``(model-like object with .config and the Llama weight tree, melodia.json as a dict)``.
+
+    The object answers ``config``, ``model.layers[i].self_attn.q_proj.weight`` …,
+    ``get_input_embeddings()`` and ``get_output_embeddings()`` like ``LlamaForCausalLM`` does,
+    which is all :class:`melodia.generate.LeanLlama` reads. Same checks as :func:`load_model_dir`.
+
+    Example:
+        >>> model, meta = load_inference_weights("melodia/weights/default")
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    jsons = _read_model_dir(path)
+    cfg = jsons["config.json"]
+    _check_config(path, cfg)
+    wfile = path / "model.safetensors"
+    try:
+        sd = load_file(str(wfile), device="cpu")
+    except Exception as e:  # truncated files, bad headers
+        raise BadModelError(f"{wfile}: cannot load weights ({type(e).__name__}: {e})") from None
+    d, v, ff = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
+    h = cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads") or h
+    hd = cfg.get("head_dim") or d // h
+    shapes = {"model.embed_tokens.weight": (v, d), "model.norm.weight": (d,)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "self_attn.q_proj.weight": (h * hd, d), p + "self_attn.k_proj.weight": (kv * hd, d),
+                       p + "self_attn.v_proj.weight": (kv * hd, d), p + "self_attn.o_proj.weight": (d, h * hd),
+                       p + "mlp.gate_proj.weight": (ff, d), p + "mlp.up_proj.weight": (ff, d),
+                       p + "mlp.down_proj.weight": (d, ff), p + "input_layernorm.weight": (d,),
+                       p + "post_attention_layernorm.weight": (d,)})
+    bad = [k for k, shp in shapes.items() if k not in sd or tuple(sd[k].shape) != shp]
+    if bad:
+        raise BadModelError(f"{wfile}: weights missing or of the wrong shape: {bad[:5]}")
+
+    def w(key: str) -> Any:
+        return _Namespace(weight=sd[key].to(torch.device(device)))
+
+    layers = []
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        layers.append(_Namespace(
+            self_attn=_Namespace(**{n: w(p + f"self_attn.{n}.weight") for n in ("q_proj", "k_proj", "v_proj", "o_proj")}),
+            mlp=_Namespace(**{n: w(p + f"mlp.{n}.weight") for n in ("gate_proj", "up_proj", "down_proj")}),
+            input_layernorm=w(p + "input_layernorm.weight"),
+            post_attention_layernorm=w(p + "post_attention_layernorm.weight")))
+    emb = w("model.embed_tokens.weight")
+    head = w("lm_head.weight") if "lm_head.weight" in sd and not cfg.get("tie_word_embeddings", True) else emb
+    inner = _Namespace(layers=layers, norm=w("model.norm.weight"), embed_tokens=emb)
+    model = _Namespace(config=_Namespace(**cfg), model=inner, get_input_embeddings=lambda: emb,
+                       get_output_embeddings=lambda: head)
+    return model, jsons["melodia.json"]
+
+
 def load_model_dir(path: str | os.PathLike, device: "str | torch.device" = "cpu",
                    dtype: "str | torch.dtype | None" = None,
                    attn_implementation: str = "sdpa") -> "tuple[LlamaForCausalLM, dict[str, Any]]":
@@ -341,19 +422,7 @@ def load_model_dir(path: str | os.PathLike, device: "str | torch.device" = "cpu"
     import torch
 
     path = Path(path)
-    if not path.is_dir():
-        raise BadModelError(f"{path}: model directory not found")
-    for name in MODEL_FILES:
-        if not (path / name).is_file():
-            raise BadModelError(f"{path}: {name} is missing (a model directory holds {', '.join(MODEL_FILES)})")
-    jsons = {}
-    for name in ("config.json", "melodia.json", "tokenizer.json"):
-        try:
-            jsons[name] = json.loads((path / name).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadModelError(f"{path / name}: not readable JSON ({e})") from None
-        if not isinstance(jsons[name], dict):
-            raise BadModelError(f"{path / name}: expected a JSON object")
+    jsons = _read_model_dir(path)
     _check_config(path, jsons["config.json"])
     torch_dtype = _dtype_of(dtype)
 

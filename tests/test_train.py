@@ -371,3 +371,27 @@ def test_packing_lays_chunks_end_to_end_with_their_own_controls(shards):
     # previous chunk's EOS, and at a BOS it is that chunk's own (unlearnt) MOOD token
     for r, c in zip(*np.nonzero(xp[:, 1:] == data.bos_id)):
         assert yp[r, c] == data.eos_id and yp[r, c + 1] == IGNORE
+
+
+def test_inference_weights_load_without_transformers_and_match(tmp_path, shards):
+    import torch
+
+    from melodia.generate import LeanLlama
+    from melodia.model import load_inference_weights
+
+    model = build_model("tiny", json.loads((shards / "index.json").read_text())["vocab_size"], seed=3)
+    save_model_dir(model, tmp_path / "m", shards / "tokenizer.json", {"note": "test"})
+    hf, _ = load_model_dir(tmp_path / "m")
+    light, meta = load_inference_weights(tmp_path / "m")
+    assert meta["note"] == "test"
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    a, b = LeanLlama(hf, weights="fp32"), LeanLlama(light, weights="fp32")
+    a.reset(1, 16)
+    b.reset(1, 16)
+    assert torch.allclose(a.forward(ids), b.forward(ids), atol=1e-5)
+    code = ("import sys; from melodia.model import load_inference_weights; "
+            f"load_inference_weights({str(tmp_path / 'm')!r}); assert 'transformers' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env())
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(BadModelError, match="model.safetensors"):
+        load_inference_weights(tmp_path / "m")
