@@ -68,3 +68,16 @@ def small_shards(tmp_path_factory) -> Path:
     build_corpus([str(src), str(POP909)], root / "C", workers=1, progress=False)
     tokenize_corpus(root / "C", root / "T", vocab_size=800, max_len=512, workers=1, progress=False)
     return root / "T"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(small_shards, tmp_path_factory) -> Path:
+    """A tiny model directory (config, safetensors, tokenizer.json, melodia.json) for the API,
+    server and DAW tests: the "tiny" preset trained 40 short steps on ``small_shards`` (a few
+    seconds on a CPU), so its output is less random than fresh weights."""
+    from melodia.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_model") / "run"
+    return train(TrainConfig(data=str(small_shards), out=str(out), preset="tiny", steps=40, batch_size=4,
+                             seq_len=256, lr=3e-3, warmup=5, eval_every=40, eval_batches=2, ckpt_every=1000,
+                             log_every=1000, seed=0, threads=1))

@@ -1,0 +1,269 @@
+"""melodia for REAPER: new bars in a mood, inserted at the edit cursor.
+
+A ReaScript (Python). It asks a running ``melodia serve`` (default http://127.0.0.1:8765) for
+N bars in the mood you choose, at the project's tempo and time signature at the edit cursor,
+and inserts the notes as a new MIDI item starting at the edit cursor on the selected track
+(or on a new track named "melodia" when none is selected). Notes are placed in quarter notes
+(REAPER's QN), so the item follows the project tempo map. Each instrument gets its own MIDI
+channel (drums channel 10) with a program change at the item start. One undo step.
+
+Setup (docs/daw.md): start the server (``melodia serve``), enable Python in REAPER
+(Options > Preferences > Plug-ins > ReaScript), then Actions > Show action list > New action >
+Load ReaScript... and pick this file. Run the action; a dialog asks for the mood, bars, key,
+seed and server address; the last answers are remembered.
+
+Only the Python standard library is used (urllib, json), so nothing needs installing into
+REAPER's Python.
+"""
+import json
+import socket
+import urllib.error
+import urllib.request
+
+DEFAULT_SERVER = "http://127.0.0.1:8765"
+TIMEOUT_S = 120          # generation of 64 bars x several variations can take a while on a CPU
+EXT_SECTION = "melodia"  # REAPER ExtState section remembering the last answers
+PPQ_FALLBACK = 960
+FIELDS = ("mood", "bars", "key", "seed", "server")
+DEFAULTS = ("calm", "8", "", "", DEFAULT_SERVER)
+CAPTIONS = ("Mood (happy/tense/sad/calm or alias)", "Bars (1-64)", "Key (blank = any, e.g. F major)",
+            "Seed (blank = random)", "melodia server")
+
+
+class MelodiaScriptError(Exception):
+    """Something to tell the user in a message box."""
+
+
+# ----------------------------------------------------------------------------- REAPER access
+def reaper_api():
+    """The object holding REAPER's RPR_* functions, or None outside REAPER.
+
+    REAPER puts them in the script's globals (``from reaper_python import *``); the module
+    ``reaper_python`` works too.
+    """
+    g = globals()
+    if "RPR_GetCursorPosition" in g:
+        class _Api(object):
+            pass
+        api = _Api()
+        for k, v in g.items():
+            if k.startswith("RPR_"):
+                setattr(api, k, v)
+        return api
+    try:
+        import reaper_python  # noqa: F401  (only inside REAPER)
+        return reaper_python
+    except ImportError:
+        return None
+
+
+def is_null(ptr):
+    """REAPER hands out pointers as strings like '(MediaTrack*)0x0000000000000000'."""
+    if not ptr:
+        return True
+    text = str(ptr)
+    return text.endswith("0x0000000000000000") or text.endswith("0x0")
+
+
+# ----------------------------------------------------------------------------- settings
+def parse_settings(csv_text):
+    """The dialog's comma-separated answers -> a dict; raises MelodiaScriptError on a bad one.
+
+    Example: parse_settings("calm,8,F major,7,http://127.0.0.1:8765")
+    """
+    parts = [p.strip() for p in csv_text.split(",")]
+    parts += [""] * (len(FIELDS) - len(parts))
+    mood, bars, key, seed, server = parts[:len(FIELDS)]
+    out = {"mood": mood or "calm", "key": key or None, "server": (server or DEFAULT_SERVER).rstrip("/")}
+    try:
+        out["bars"] = int(bars or "8")
+    except ValueError:
+        raise MelodiaScriptError("Bars must be a whole number from 1 to 64, not %r." % bars)
+    if not 1 <= out["bars"] <= 64:
+        raise MelodiaScriptError("Bars must be from 1 to 64, not %d." % out["bars"])
+    try:
+        out["seed"] = int(seed) if seed else None
+    except ValueError:
+        raise MelodiaScriptError("Seed must be a whole number (or blank for a random one), not %r." % seed)
+    if not out["server"].startswith(("http://", "https://")):
+        raise MelodiaScriptError("The server address must start with http://, like %s." % DEFAULT_SERVER)
+    return out
+
+
+def ask_settings(api):
+    """Show the dialog (pre-filled with the last answers); None if the user cancels."""
+    last = ""
+    if hasattr(api, "RPR_GetExtState"):
+        last = api.RPR_GetExtState(EXT_SECTION, "last") or ""
+    defaults = last if last.count(",") == len(FIELDS) - 1 else ",".join(DEFAULTS)
+    captions = ",".join(CAPTIONS) + ",extrawidth=120"
+    result = api.RPR_GetUserInputs("melodia: compose at the edit cursor", len(FIELDS), captions, defaults, 1024)
+    ok, answers = result[0], result[4]
+    if not ok:
+        return None
+    if hasattr(api, "RPR_SetExtState"):
+        api.RPR_SetExtState(EXT_SECTION, "last", answers, True)
+    return parse_settings(answers)
+
+
+def project_context(api):
+    """Edit cursor (seconds, QN) and the project's tempo and time signature there."""
+    cursor_s = float(api.RPR_GetCursorPosition())
+    _proj, _time, num, den, tempo = api.RPR_TimeMap_GetTimeSigAtTime(0, cursor_s, 0, 0, 0)
+    return {"cursor_s": cursor_s, "cursor_qn": float(api.RPR_TimeMap2_timeToQN(0, cursor_s)),
+            "tempo": float(tempo), "meter": "%d/%d" % (int(num), int(den))}
+
+
+# ----------------------------------------------------------------------------- HTTP
+def http_json(url, body=None, timeout=TIMEOUT_S, urlopen=urllib.request.urlopen):
+    """GET (body None) or POST JSON; the decoded answer, or MelodiaScriptError with the
+    server's own message."""
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json",
+                                                           "Accept": "application/json"})
+    try:
+        resp = urlopen(req, timeout=timeout)
+        try:
+            return json.loads(resp.read().decode("utf-8"))
+        finally:
+            resp.close()
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read().decode("utf-8")).get("error") or str(e)
+        except Exception:
+            message = str(e)
+        raise MelodiaScriptError("melodia server said: %s" % message)
+    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise MelodiaScriptError("Cannot reach the melodia server at %s (%s).\n\nStart it with:  melodia serve"
+                                 % (url.rsplit("/", 1)[0], reason))
+    except ValueError:
+        raise MelodiaScriptError("The melodia server answered something that is not JSON.")
+
+
+def build_request(settings, context, meters=None):
+    """The POST /generate body for these settings at this place in the project."""
+    tempo = min(400.0, max(20.0, round(context["tempo"], 2)))
+    meter = context["meter"]
+    if meters is not None and meter not in meters:
+        meter = "4/4"  # the model cannot write this meter; notes still land on the project's beats
+    body = {"mood": settings["mood"], "bars": settings["bars"], "tempo": tempo, "meter": meter, "n": 1,
+            "include_midi": False}
+    if settings.get("key"):
+        body["key"] = settings["key"]
+    if settings.get("seed") is not None:
+        body["seed"] = settings["seed"]
+    return body
+
+
+# ----------------------------------------------------------------------------- inserting
+def channel_map(notes):
+    """Program -> MIDI channel (0-based): instruments in order of appearance, drums on 9."""
+    chans, free = {}, [c for c in range(16) if c != 9]
+    for n in notes:
+        p = n.get("program", 0)
+        if p in chans:
+            continue
+        if p == -1:
+            chans[p] = 9
+        elif free:
+            chans[p] = free.pop(0)
+        else:
+            chans[p] = 15
+    return chans
+
+
+def target_track(api):
+    """The first selected track, or a new track named "melodia" at the end."""
+    track = api.RPR_GetSelectedTrack(0, 0)
+    if not is_null(track):
+        return track
+    index = int(api.RPR_CountTracks(0))
+    api.RPR_InsertTrackAtIndex(index, True)
+    track = api.RPR_GetTrack(0, index)
+    api.RPR_GetSetMediaTrackInfo_String(track, "P_NAME", "melodia", True)
+    return track
+
+
+def insert_piece(api, piece, context, track=None, name="melodia"):
+    """Insert one piece (the server's JSON) as a new MIDI item at the edit cursor; returns the
+    item. Notes are placed by quarter-note position, so they follow the project tempo map."""
+    notes = piece.get("notes") or []
+    if track is None:
+        track = target_track(api)
+    start_qn = context["cursor_qn"]
+    length_qn = float(piece.get("length_beats") or max([n["start_beat"] + n["duration_beats"] for n in notes] or [4.0]))
+    end_s = float(api.RPR_TimeMap2_QNToTime(0, start_qn + length_qn))
+    item = api.RPR_CreateNewMIDIItemInProj(track, context["cursor_s"], end_s, False)
+    if isinstance(item, (tuple, list)):  # REAPER's Python returns (item, track, start, end, qnIn)
+        item = item[0]
+    if is_null(item):
+        raise MelodiaScriptError("REAPER could not create a MIDI item on that track.")
+    take = api.RPR_GetActiveTake(item)
+
+    def ppq(qn):
+        return float(api.RPR_MIDI_GetPPQPosFromProjQN(take, qn))
+
+    chans = channel_map(notes)
+    start_ppq = ppq(start_qn)
+    for program, chan in sorted(chans.items(), key=lambda kv: kv[1]):
+        if program >= 0:  # program change at the item start: a GM synth plays the right sound
+            api.RPR_MIDI_InsertCC(take, False, False, start_ppq, 0xC0, chan, program, 0)
+    for n in notes:
+        on = start_qn + float(n["start_beat"])
+        off = on + float(n["duration_beats"])
+        api.RPR_MIDI_InsertNote(take, False, False, ppq(on), ppq(off), chans[n.get("program", 0)],
+                                int(n["pitch"]), int(n.get("velocity", 90)), True)
+    api.RPR_MIDI_Sort(take)
+    api.RPR_GetSetMediaItemTakeInfo_String(take, "P_NAME", name, True)
+    return item
+
+
+def item_name(settings, piece):
+    bits = ["melodia", piece.get("mood") or settings["mood"]]
+    if piece.get("key"):
+        bits.append(piece["key"])
+    bits.append("%d bars" % settings["bars"])
+    if piece.get("seed") is not None:
+        bits.append("seed %s" % piece["seed"])
+    return " ".join(bits)
+
+
+# ----------------------------------------------------------------------------- main
+def run(api, settings, urlopen=urllib.request.urlopen):
+    """Ask the server and insert the result; returns the new item. Raises MelodiaScriptError."""
+    context = project_context(api)
+    meters = http_json(settings["server"] + "/moods", timeout=10, urlopen=urlopen).get("meters")
+    body = build_request(settings, context, meters)
+    answer = http_json(settings["server"] + "/generate", body, urlopen=urlopen)
+    pieces = answer.get("pieces") or []
+    if not pieces or not pieces[0].get("notes"):
+        raise MelodiaScriptError("The melodia server sent no notes.")
+    piece = pieces[0]
+    api.RPR_Undo_BeginBlock()
+    try:
+        item = insert_piece(api, piece, context, name=item_name(settings, piece))
+    finally:
+        api.RPR_Undo_EndBlock("melodia: insert %d bars (%s)" % (settings["bars"], settings["mood"]), -1)
+        api.RPR_UpdateArrange()
+    return item
+
+
+def main(api=None, urlopen=urllib.request.urlopen):
+    """The action: dialog, request, insert; problems go to a message box."""
+    api = api if api is not None else reaper_api()
+    if api is None:
+        print("reaper_melodia.py is a REAPER script: load it with Actions > Load ReaScript... (see docs/daw.md)")
+        return None
+    try:
+        settings = ask_settings(api)
+        if settings is None:
+            return None
+        return run(api, settings, urlopen=urlopen)
+    except MelodiaScriptError as e:
+        api.RPR_ShowMessageBox(str(e), "melodia", 0)
+        return None
+
+
+if __name__ == "__main__" or "RPR_GetCursorPosition" in globals():
+    main()

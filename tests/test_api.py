@@ -1,0 +1,294 @@
+"""melodia.Composer / Piece / Note: generate -> notes -> every file format -> load back.
+
+Uses the session's tiny trained model (conftest ``tiny_model_dir``); pieces are short so the
+whole file runs in seconds on two cores.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import wave
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("symusic")
+
+from melodia.errors import BadInputError, BadMidiError, BadModelError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _musical(notes):
+    """What survives a MIDI round trip exactly: pitch, beats, velocity, program."""
+    return [(n.pitch, n.start_beat, n.duration_beats, n.velocity, n.program) for n in notes]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Batch-1 sampling of a tiny model is latency-bound: a second intra-op thread only adds
+    synchronisation, which costs 10-100x on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def composer(tiny_model_dir):
+    from melodia import Composer
+
+    return Composer.load(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def calm_pieces(composer):
+    return composer.generate(mood="calm", bars=4, key="F major", tempo=72, n=2, seed=1)
+
+
+# --------------------------------------------------------------------------- import cost
+def test_import_melodia_is_light():
+    code = ("import sys, melodia; from melodia import Composer, Piece, Note; "
+            "heavy = [m for m in ('torch', 'music21', 'miditok', 'transformers', 'symusic', 'numpy') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "", f"import melodia pulled in {out.stdout.strip()}"
+    # -X importtime: cumulative microseconds of the melodia package itself
+    res = subprocess.run([sys.executable, "-X", "importtime", "-c", "import melodia"], capture_output=True,
+                         text=True, cwd=ROOT, check=True)
+    line = [ln for ln in res.stderr.splitlines() if ln.rstrip().endswith("| melodia")][-1]
+    cumulative_us = int(line.split("|")[1])
+    assert cumulative_us < 500_000, line
+
+
+def test_lazy_exports():
+    import melodia
+
+    assert {"Composer", "Piece", "Note"} <= set(dir(melodia))
+    assert melodia.Composer.__module__ == "melodia.api"
+    with pytest.raises(AttributeError):
+        melodia.NoSuchThing  # noqa: B018
+
+
+def test_default_model_missing_is_a_clear_error(monkeypatch, tmp_path):
+    from melodia import Composer, api
+
+    monkeypatch.setattr(api, "DEFAULT_MODEL_DIR", tmp_path / "weights" / "default")
+    with pytest.raises(BadModelError, match="default model is not built yet"):
+        Composer.load()
+    with pytest.raises(BadModelError, match="not found"):
+        Composer.load(tmp_path / "nowhere")
+    with pytest.raises(BadInputError, match="device"):
+        Composer.load(tmp_path, device="tpu")
+
+
+# --------------------------------------------------------------------------- generate
+def test_generate_gives_pieces_with_notes(composer, calm_pieces):
+    from melodia import Note, Piece
+
+    assert len(calm_pieces) == 2
+    for p in calm_pieces:
+        assert isinstance(p, Piece)
+        assert (p.bars, p.tempo, p.meter, p.mood, p.key, p.seed) == (4, 72.0, "4/4", "calm", "F major", 1)
+        assert p.length_beats == 16.0
+        notes = p.notes
+        assert notes and all(isinstance(n, Note) for n in notes)
+        assert notes == sorted(notes, key=lambda n: (n.start_beat, n.pitch, n.program))
+        for n in notes:
+            assert 0 <= n.pitch <= 127 and 1 <= n.velocity <= 127 and -1 <= n.program <= 127
+            assert 0 <= n.start_beat < 16 and 0 < n.duration_beats and n.end_beat <= 16 + 1e-9
+            # 72 quarter notes a minute: a beat is 60/72 s
+            assert n.start_s == pytest.approx(n.start_beat * 60 / 72, abs=1e-4)
+            assert n.duration_s == pytest.approx(n.duration_beats * 60 / 72, abs=1e-4)
+        assert p.duration_s == pytest.approx(p.end_beat * 60 / 72, abs=1e-3)
+        assert len(p) == len(notes)
+        assert "4 bars" in repr(p)
+    assert _musical(calm_pieces[0].notes) != _musical(calm_pieces[1].notes)  # two variations
+
+
+def test_same_seed_same_notes_and_moods_by_name_alias_or_plane(composer):
+    a = composer.generate(mood="sad", bars=2, seed=5)[0]
+    b = composer.generate(mood="melancholic", bars=2, seed=5)[0]
+    c = composer.generate(valence=-0.4, arousal=-0.8, bars=2, seed=5)[0]
+    assert a.mood == b.mood == c.mood == "sad"
+    from melodia.moods import KEY_NAMES
+
+    assert a.key == b.key and (a.key is None or a.key in KEY_NAMES)  # the key the music was conditioned on
+    assert _musical(a.notes) == _musical(b.notes) == _musical(c.notes)
+    assert composer.generate(mood="joyful", bars=1, seed=1)[0].mood == "happy"
+    assert composer.generate(bars=1, seed=1)[0].mood == "any"
+    assert composer.moods == ["happy", "tense", "sad", "calm"]
+    assert "4/4" in composer.meters and "3/4" in composer.meters
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mood": "grumpy"}, "unknown mood"),
+    ({"mood": "sad", "valence": 0.1, "arousal": 0.1}, "either mood"),
+    ({"valence": 2.0, "arousal": 0.0}, "outside"),
+    ({"bars": 0}, "bars"),
+    ({"bars": 65}, "bars"),
+    ({"n": 17}, "n 17"),
+    ({"tempo": 5}, "tempo"),
+    ({"key": "H major"}, "key"),
+    ({"meter": "4-4"}, "meter"),
+    ({"temperature": 0}, "temperature"),
+    ({"instruments": ["kazoo"]}, "instrument"),
+])
+def test_bad_generate_arguments_name_the_value(composer, kwargs, match):
+    with pytest.raises(BadInputError, match=match):
+        composer.generate(**kwargs)
+
+
+def test_threads_share_one_composer_safely(composer):
+    seeds = [11, 12, 13]
+    expected = {s: _musical(composer.generate(mood="happy", bars=1, seed=s)[0].notes) for s in seeds}
+    got: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def work(s: int) -> None:
+        try:
+            got[s] = _musical(composer.generate(mood="happy", bars=1, seed=s)[0].notes)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and got == expected
+
+
+# --------------------------------------------------------------------------- files and objects
+@pytest.mark.filterwarnings("ignore:Cannot put in an element with a missing voice tag")
+def test_save_every_format_and_load_back(calm_pieces, tmp_path):
+    import music21
+    from matplotlib.image import imread
+
+    from melodia import Piece
+
+    p = calm_pieces[0]
+    # .mid: the notes come back exactly
+    mid = p.save(tmp_path / "calm.mid")
+    back = Piece.from_midi(mid)
+    assert _musical(back.notes) == _musical(p.notes)
+    assert [n.start_s for n in back.notes] == pytest.approx([n.start_s for n in p.notes], abs=1e-4)
+    assert (back.tempo, back.meter, back.bars) == (72.0, "4/4", 4)
+    assert _musical(Piece.from_midi(mid.read_bytes()).notes) == _musical(p.notes)
+    # .wav: 16-bit stereo audio as long as the music plus the release tail
+    wav = p.save(tmp_path / "calm.wav")
+    with wave.open(str(wav)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (2, 2)
+        seconds = w.getnframes() / w.getframerate()
+    assert p.end_beat * 60 / 72 - 0.5 < seconds < p.duration_s + 2.0
+    # .musicxml: music21 reads it back, every pitch class of the piece is there
+    xml = p.save(tmp_path / "calm.musicxml")
+    parsed = music21.converter.parse(str(xml))
+    xml_pitches = {pt.midi for el in parsed.recurse().notes for pt in el.pitches}
+    assert xml_pitches and xml_pitches <= {n.pitch for n in p.notes}
+    assert len(xml_pitches) >= len({n.pitch for n in p.notes}) * 0.8  # quantizing may merge a few
+    # .png: a piano roll image
+    png = p.save(tmp_path / "calm.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert imread(str(png)).shape[:2] == (600, 1600)
+    # unknown extension, and refusing to overwrite
+    with pytest.raises(BadInputError, match="unknown output format"):
+        p.save(tmp_path / "calm.mp3")
+    from melodia.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError):
+        p.save(mid, force=False)
+
+
+def test_conversions(calm_pieces):
+    import music21
+    import pretty_midi
+    import symusic
+
+    p = calm_pieces[0]
+    pm = p.to_pretty_midi()
+    assert isinstance(pm, pretty_midi.PrettyMIDI)
+    pm_notes = sorted((n.pitch, round(n.start, 4)) for inst in pm.instruments for n in inst.notes)
+    assert pm_notes == sorted((n.pitch, round(n.start_s, 4)) for n in p.notes)
+    m21 = p.to_music21()
+    assert isinstance(m21, music21.stream.Score) and len(m21.parts) >= 1
+    s = p.to_score()
+    assert isinstance(s, symusic.core.ScoreTick) and s.note_num() == len(p)
+    s.tracks.clear()  # a copy: the piece keeps its notes
+    assert len(p) == len(p.notes) > 0
+    d = p.to_dict()
+    assert d["bars"] == 4 and len(d["notes"]) == len(p) and d["midi_base64"]
+    assert set(d["notes"][0]) == {"pitch", "start_beat", "duration_beats", "start_s", "duration_s",
+                                  "velocity", "program"}
+
+
+def test_piece_from_notes_and_its_checks():
+    from melodia import Note, Piece
+
+    p = Piece.from_notes([{"pitch": 60, "start_beat": 0, "duration_beats": 1.5},
+                          {"pitch": 36, "start_beat": 1, "duration_beats": 0.25, "program": -1, "velocity": 110},
+                          Note(64, 2.0, 2.0, 0.0, 0.0, 70, 40)], tempo=90, meter="3/4")
+    assert (p.tempo, p.meter, p.bars, p.length_beats) == (90.0, "3/4", 2, 6.0)
+    assert [(n.pitch, n.start_beat, n.duration_beats, n.program) for n in p.notes] == [
+        (60, 0.0, 1.5, 0), (36, 1.0, 0.25, -1), (64, 2.0, 2.0, 40)]
+    assert p.notes[1].is_drum and p.notes[1].start_s == pytest.approx(60 / 90)
+    for bad, match in [([{"pitch": 128, "start_beat": 0, "duration_beats": 1}], r"notes\[0\]\.pitch"),
+                       ([{"pitch": 60, "start_beat": -1, "duration_beats": 1}], "start_beat"),
+                       ([{"pitch": 60, "start_beat": 0, "duration_beats": 0}], "duration_beats"),
+                       ([{"pitch": 60, "duration_beats": 1}], "missing 'start_beat'"),
+                       ([{"pitch": 60, "start_beat": 0, "duration_beats": 1, "program": 200}], "program"),
+                       (["C4"], "a note is an object"),
+                       ({"pitch": 60}, "list of notes")]:
+        with pytest.raises(BadInputError, match=match):
+            Piece.from_notes(bad)
+    with pytest.raises(BadInputError, match="meter"):
+        Piece.from_notes([{"pitch": 60, "start_beat": 0, "duration_beats": 1}], meter="four")
+
+
+# --------------------------------------------------------------------------- continue_from
+def test_continue_from_file_piece_and_notes(composer, calm_pieces, tmp_path):
+    from melodia import Piece
+
+    prompt = calm_pieces[0]
+    path = prompt.save(tmp_path / "prompt.mid")
+    more = composer.continue_from(path, bars=2, mood="tense", n=2, seed=3)
+    assert len(more) == 2
+    for m in more:
+        assert m.bars == prompt.bars + 2 and m.mood == "tense"
+        assert _musical(prompt.notes) == _musical([n for n in m.notes if n.start_beat < prompt.length_beats])
+        assert any(n.start_beat >= prompt.length_beats for n in m.notes)
+    # a Piece prompt, new bars only: they start at beat 0
+    only_new = composer.continue_from(prompt, bars=2, seed=3, include_prompt=False)[0]
+    assert only_new.bars == 2 and only_new.tempo == prompt.tempo
+    assert min(n.start_beat for n in only_new.notes) < 8 and max(n.end_beat for n in only_new.notes) <= 8
+    # same seed, same continuation, whether the prompt came from the file or the Piece
+    again = composer.continue_from(path.read_bytes(), bars=2, seed=3, include_prompt=False)[0]
+    assert _musical(again.notes) == _musical(only_new.notes)
+    # notes as the prompt, with their tempo and meter
+    notes = [{"pitch": 60 + i % 5, "start_beat": i * 0.5, "duration_beats": 0.5} for i in range(12)]
+    cont = composer.continue_from(notes, bars=2, tempo=96, meter="3/4", seed=2)[0]
+    assert (cont.tempo, cont.meter, cont.bars) == (96.0, "3/4", 2 + 2)  # 6 beats of 3/4 + 2 new bars
+    assert isinstance(cont, Piece)
+
+
+def test_continue_from_bad_prompts(composer, calm_pieces, tmp_path):
+    with pytest.raises(BadMidiError, match="missing.mid"):
+        composer.continue_from(tmp_path / "missing.mid", bars=2)
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"RIFF0000")
+    with pytest.raises(BadMidiError, match="bad.mid"):
+        composer.continue_from(str(bad), bars=2)
+    with pytest.raises(BadInputError, match="no notes"):
+        composer.continue_from([], bars=2)
+    with pytest.raises(BadInputError, match="tempo and meter"):
+        composer.continue_from(calm_pieces[0], bars=2, tempo=100)
+    with pytest.raises(BadInputError, match="bars"):
+        composer.continue_from(calm_pieces[0], bars=0)
+    with pytest.raises(BadInputError, match="include_prompt"):
+        composer.continue_from(calm_pieces[0], bars=2, include_prompt="yes")
+    with pytest.raises(BadInputError):
+        composer.continue_from(12345, bars=2)
