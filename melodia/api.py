@@ -515,7 +515,7 @@ class Composer:
             >>> c = Composer.load()                             # the shipped default
             >>> c = Composer.load("runs/jazz/model", device="cpu")
         """
-        from .model import load_model_dir
+        from .model import load_inference_weights
         from .tokenizer import MelodiaTokenizer
 
         if path is None:
@@ -531,7 +531,7 @@ class Composer:
             path = Path(path)
             name = path.name if path.name != "model" else f"{path.parent.name}/{path.name}"
         dev = _pick_device(device)
-        model, meta = load_model_dir(path, device=dev)
+        model, meta = load_inference_weights(path, device=dev)  # no transformers import: faster start
         tok = MelodiaTokenizer.load(Path(path) / "tokenizer.json")
         meta = {**meta, "name": name, "path": str(path)}
         return cls(model, tok, meta, device=dev, weights=weights, name=name)

@@ -79,6 +79,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     existing = [str(t) for t in targets if t.exists()]
     if existing and not args.force:  # check before minutes of work, not after
         raise OutputExistsError(f"{existing[0]}: already exists (use --force to overwrite)")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # one token at a time: more threads mostly add overhead
     composer = Composer.load(args.model, device=args.device)
     common = dict(mood=args.mood, key=args.key, instruments=instruments, n=args.n, seed=seed,
                   temperature=args.temperature, guidance=args.guidance)
@@ -123,6 +127,7 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--png", action="store_true", help="also write a piano-roll picture")
     g.add_argument("--soundfont", help="a .sf2 SoundFont for --wav (default: pretty_midi's TimGM6mb)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    g.add_argument("--threads", type=int, default=1, help="CPU threads for sampling (default 1; 0 = torch's choice)")
     g.add_argument("--force", action="store_true", help="overwrite existing files")
     g.set_defaults(func=_cmd_generate)
 
