@@ -912,7 +912,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``melodia train``'s options to ``parser``. Example: ``add_train_arguments(sub.add_parser("train"))``."""
     d = TrainConfig(data="", out="")
     a = parser.add_argument
-    a("--data", required=True, help="token shards folder (holds index.json)")
+    a("--data", help="token shards folder (holds index.json); or give --corpus")
+    a("--corpus", metavar="MIDI_DIR", help="fine-tune in one command: build a corpus from this folder of MIDI "
+                                          "files (sub-folder names and labels.csv become tags/moods), "
+                                          "tokenize it with the --init/--from model's tokenizer, train")
+    a("--from", dest="init_from", metavar="MODEL", help="same as --init; 'default' = the shipped model")
     a("--out", required=True, help="run folder: model/, checkpoint/, metrics.jsonl")
     a("--preset", choices=["tiny", "small", "base", "large"], help="model size when training from scratch "
                                                                      "(default small)")
@@ -958,8 +962,84 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{**base, **given})
 
 
+def prepare_finetune(corpus: str | os.PathLike, base: str | os.PathLike, out: str | os.PathLike,
+                     progress: bool = True) -> tuple[Path, dict]:
+    """A user's MIDI folder → ``OUT/corpus`` → ``OUT/tokens`` with the base model's tokenizer
+    (new tags and moods appended as control tokens). With no song in the valid split (small
+    folders), about a tenth of the pieces become validation so that early stopping can work.
+    Returns the shards folder and a summary.
+
+    Example: ``shards, info = prepare_finetune("my_midi", "melodia/weights/default", "runs/mine")``
+    """
+    from .corpus import build_corpus
+    from .fileio import write_json
+    from .tokenizer import tokenize_corpus
+
+    out, base = Path(out), Path(base)
+    cfg = json.loads((base / "config.json").read_text(encoding="utf-8")) if (base / "config.json").is_file() else {}
+    if not (base / "tokenizer.json").is_file():
+        raise BadInputError(f"{base}: not a model directory (no tokenizer.json)")
+    summary = build_corpus([str(corpus)], out / "corpus", progress=progress)
+    if summary.pieces == 0:
+        raise BadInputError(f"{corpus}: no usable MIDI files (see {out / 'corpus' / 'report.json'})")
+    tok = tokenize_corpus(out / "corpus", out / "tokens", tokenizer=base / "tokenizer.json",
+                          max_len=int(cfg.get("max_position_embeddings", 1024)), progress=progress)
+    index_path = out / "tokens" / "index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    if not any(c["split"] == "valid" for c in index["chunks"]):
+        pieces = sorted({c["piece"] for c in index["chunks"] if c["split"] == "train"})
+        held = set(pieces[:: 10]) if len(pieces) >= 4 else set()
+        for c in index["chunks"]:
+            if c["piece"] in held:
+                c["split"] = "valid"
+        for name in ("train", "valid"):
+            chunks = [c for c in index["chunks"] if c["split"] == name]
+            index["splits"][name] = {"chunks": len(chunks), "tokens": sum(c["length"] for c in chunks)}
+        write_json(index_path, index, indent=None)
+    return out / "tokens", {"pieces": summary.pieces, "skipped": summary.skipped,
+                            "tags": sorted(index.get("tag_ids", {})), "chunks": len(index["chunks"]),
+                            "vocab_size": tok.vocab_size}
+
+
 def cli_train(args: argparse.Namespace) -> int:
     """Run ``melodia train`` from parsed options; returns the exit status. Example: ``cli_train(args)``."""
+    init_from = getattr(args, "init_from", None)
+    if init_from:
+        if args.init and args.init != init_from:
+            raise BadInputError("give --init or --from, not both")
+        args.init = init_from
+    if args.init == "default":
+        args.init = str(Path(__file__).parent / "weights" / "default")
+    corpus = getattr(args, "corpus", None)
+    if corpus:
+        if args.data:
+            raise BadInputError("give --data (ready shards) or --corpus (a MIDI folder), not both")
+        if not args.init:
+            raise BadInputError("--corpus fine-tunes a model: name it with --from MODEL (or --from default)")
+        if args.resume and (Path(args.out) / "tokens" / "index.json").is_file():
+            args.data = str(Path(args.out) / "tokens")
+        else:
+            shards, info = prepare_finetune(corpus, args.init, args.out)
+            args.data = str(shards)
+            print(f"melodia train: {info['pieces']} pieces, {info['chunks']} chunks, tags: "
+                  f"{', '.join(info['tags']) or 'none'}; vocabulary {info['vocab_size']}", flush=True)
+            # defaults for a small corpus: a few epochs, early stop on validation loss
+            n_train = sum(1 for c in json.loads((shards / "index.json").read_text())["chunks"] if c["split"] == "train")
+            bs = args.batch_size or 8
+            if args.batch_size is None:
+                args.batch_size = bs
+            if args.steps is None:
+                args.steps = max(20, min(2000, -(-4 * n_train // bs)))
+            if args.eval_every is None:
+                args.eval_every = max(5, args.steps // 8)
+            if args.patience is None:
+                args.patience = 3
+            if args.warmup is None:
+                args.warmup = max(1, min(20, args.steps // 10))
+            if args.ckpt_every is None:
+                args.ckpt_every = args.eval_every
+    elif not args.data:
+        raise BadInputError("melodia train needs --data SHARDS (or --corpus MIDI_DIR --from MODEL)")
     cfg = config_from_args(args)
     try:
         train(cfg)

@@ -395,3 +395,34 @@ def test_inference_weights_load_without_transformers_and_match(tmp_path, shards)
     (tmp_path / "m" / "model.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(BadModelError, match="model.safetensors"):
         load_inference_weights(tmp_path / "m")
+
+
+@pytest.mark.parametrize("lora", [None, "4"])
+def test_finetune_on_a_tagged_midi_folder_in_one_command(tmp_path, tiny_model_dir, lora):
+    from conftest import make_piece
+
+    from melodia.cli import main
+    from melodia.tokenizer import MelodiaTokenizer
+
+    src = tmp_path / "mine"
+    for i in range(11):
+        make_piece(src / "lofi" / f"a{i}.mid", key_pc=i % 12, seed=i, qpm=70)
+        make_piece(src / "march" / f"b{i}.mid", key_pc=(i * 5) % 12, seed=100 + i, qpm=120, meter=(2, 4))
+    args = ["train", "--corpus", str(src), "--from", str(tiny_model_dir), "--out", str(tmp_path / "run"),
+            "--steps", "6", "--batch-size", "4", "--threads", "1", "--log-every", "100"]
+    if lora:
+        args += ["--lora", lora]
+    assert main(args) == 0
+    model_dir = tmp_path / "run" / "model"
+    tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
+    base = MelodiaTokenizer.load(tiny_model_dir / "tokenizer.json")
+    assert {"TAG_lofi", "TAG_march"} <= set(tok.controls)
+    assert tok.controls[: len(base.controls)] == base.controls  # old ids keep their meaning
+    model, meta = load_model_dir(model_dir)
+    assert model.config.vocab_size >= tok.vocab_size
+    index = json.loads((tmp_path / "run" / "tokens" / "index.json").read_text())
+    assert index["splits"]["valid"]["chunks"] > 0 and len({c["piece"] for c in index["chunks"]}) == 22
+    from melodia.api import Composer
+
+    piece = Composer.load(model_dir).generate(mood="calm", tags=["lofi"], bars=2, seed=1)[0]
+    assert piece.bars == 2 and piece.notes
