@@ -590,8 +590,11 @@ class Composer:
                  meter: str = "4/4", instruments: Sequence[str | int] | str | None = None, n: int = 1,
                  seed: int | None = None, temperature: float = 1.0, guidance: float = 1.0, *,
                  valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
-                 top_k: int = 0, top_p: float = 0.95) -> list[Piece]:
+                 top_k: int = 0, top_p: float = 0.95, in_key: bool = True) -> list[Piece]:
         """Compose ``n`` new pieces of exactly ``bars`` bars.
+
+        ``in_key`` (default) keeps pitched notes in the scale of the key (given, or chosen for
+        the mood); ``in_key=False`` lets the model write chromatic notes.
 
         * ``mood``: ``happy``, ``tense``, ``sad``, ``calm``, an alias (``"melancholic"``), a user
           mood the model was fine-tuned on, or None (no mood); or instead ``valence`` and
@@ -610,7 +613,7 @@ class Composer:
         mood_name = self.resolve_mood(mood, valence, arousal)
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key, tempo=tempo,
                            meter=meter, instruments=instruments, tags=tuple(tags), n=n, seed=seed,
-                           temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p)
+                           temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key)
         _key_name(key)  # a bad key fails before any work
         with self._lock:
             rows = self._gen.generate(cfg)

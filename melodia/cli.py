@@ -92,7 +92,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         pieces = composer.continue_from(args.continue_from, bars=args.bars, context_bars=args.context_bars,
                                         include_prompt=not args.new_only, **common)
     else:
-        pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4", **common)
+        pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4",
+                                   in_key=not args.chromatic, **common)
     for piece, s in zip(pieces, stems):
         for ext in formats:
             path = out / f"{s}{ext}"
@@ -115,6 +116,8 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     g.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale: 1 = off, 1.5-3 follows the mood more (default 1)")
+    g.add_argument("--chromatic", action="store_true",
+                   help="let notes leave the key's scale (by default pitched notes stay in the key)")
     g.add_argument("--model", help="model directory (default: the shipped model)")
     g.add_argument("--continue", dest="continue_from", metavar="CLIP.mid",
                    help="continue this MIDI clip (its last --context-bars bars are the context)")

@@ -748,6 +748,7 @@ class GenerationConfig:
     top_p: float = 0.95
     guidance: float = 1.0
     max_tokens: int | None = None
+    in_key: bool = True  # pitched notes stay in the key's scale (when there is a key); False: chromatic
 
     def validate(self) -> None:
         """Raise :class:`BadInputError` naming the first bad value. Example: ``cfg.validate()``."""
@@ -887,8 +888,40 @@ class Generator:
         self.net = LeanLlama(model, device=device, weights=weights)
         self.vocab = _Vocab(tokenizer, vs)
         self._grammars: dict[tuple, _Grammar] = {}
+        self._in_key: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ helpers
+    def in_key_mask(self, key_id: int) -> "torch.Tensor | None":
+        """Ids whose pitches all lie in the scale of a KEY_ control (major: the seven diatonic
+        pitch classes; minor: natural minor plus the raised 7th); None for ``KEY_any``.
+
+        Example: ``gen.in_key_mask(tok.key_id("A minor"))``
+        """
+        import torch
+
+        from .moods import key_from_token_name
+
+        if key_id in self._in_key:
+            return self._in_key[key_id]
+        name = self.tok.id_to_token(key_id) if key_id >= self.tok.base_size else "KEY_any"
+        key = key_from_token_name(name) if name.startswith("KEY_") else "any"
+        mask = None
+        if key != "any":
+            from .moods import KEY_NAMES
+
+            idx = KEY_NAMES.index(key)
+            tonic, minor = idx % 12, idx >= 12
+            steps = (0, 2, 3, 5, 7, 8, 10, 11) if minor else (0, 2, 4, 5, 7, 9, 11)
+            scale = {(tonic + st) % 12 for st in steps}
+            mask = torch.ones(self.vocab.size, dtype=torch.bool)
+            for i in range(4, self.tok.base_size):
+                for t in self.tok.base_tokens(i):
+                    if t.startswith("Pitch_") and int(t[6:]) % 12 not in scale:
+                        mask[i] = False
+                        break
+        self._in_key[key_id] = mask
+        return mask
+
     def grammar(self, meter: tuple[int, int], programs: Sequence[int]) -> _Grammar:
         """The (cached) grammar of one meter and instrument set. Example: ``gen.grammar((4, 4), (0, 1))``."""
         key = (meter, frozenset(programs))
@@ -1112,6 +1145,7 @@ class Generator:
             gen.manual_seed(int(cfg.seed) & 0xFFFF_FFFF_FFFF_FFFF)
         out: list[list[int]] = [[] for _ in range(n)]
         scale = float(cfg.guidance)
+        in_key = self.in_key_mask(cond[2]) if cfg.in_key and len(cond) > 2 else None
         with torch.inference_mode():
             net.reset(len(rows), length)
             logits = net.forward(torch.tensor(rows, dtype=torch.long), 0)
@@ -1127,6 +1161,9 @@ class Generator:
                     finish = left <= g.finish_needed(st)
                     masks.append(g.mask(st, finish))
                 mask = masks[0].unsqueeze(0) if n == 1 else torch.stack(masks)
+                if in_key is not None:
+                    keyed = mask & in_key
+                    mask = torch.where(keyed.any(1, keepdim=True), keyed, mask)  # never leave a row empty
                 ids = _sample_ids(logits, mask, cfg.temperature, cfg.top_k, cfg.top_p, gen)
                 for r, (st, i) in enumerate(zip(states, ids)):
                     if st.done:

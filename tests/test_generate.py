@@ -409,3 +409,17 @@ def test_sampler_follows_the_masked_distribution():
     m2[:, 50:350] = True
     ids = [i for _ in range(200) for i in _sample_ids(flat, m2, 0.7, 0, 0.9, g)]
     assert all(50 <= i < 350 for i in ids) and len(set(ids)) > 150
+
+
+def test_notes_stay_in_the_key_unless_chromatic(tiny_model_dir):
+    from melodia.api import Composer
+
+    c = Composer.load(tiny_model_dir)
+    scale = {9, 11, 0, 2, 4, 5, 7, 8}  # A natural minor + G#
+    for seed in range(3):
+        p = c.generate(mood="sad", key="A minor", bars=4, n=2, seed=seed)
+        for piece in p:
+            assert {n.pitch % 12 for n in piece.notes if n.program >= 0} <= scale
+    wild = [n.pitch % 12 for s in range(4) for piece in c.generate(mood="sad", key="A minor", bars=4, n=2, seed=s,
+                                                                     in_key=False) for n in piece.notes]
+    assert set(wild) - scale  # the untrained-ish tiny model does wander when allowed
