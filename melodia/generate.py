@@ -1023,6 +1023,7 @@ class Generator:
         from miditok.utils import get_bars_ticks
 
         from .midifile import load_score
+        from .tokenizer import encode_bars, restate_tempo, split_bars
 
         cfg = _with(cfg, {"bars": bars})
         cfg.validate()
@@ -1043,7 +1044,7 @@ class Generator:
             seq = seq[0]
         base = np.asarray(seq.ids, dtype=np.int64)
         bar_id = remi.vocab["Bar_None"]
-        all_bars = [b for b in np.split(base, np.flatnonzero(base == bar_id)) if len(b)]
+        all_bars = split_bars(base, bar_id)
         n_orig = len(get_bars_ticks(orig))
         ts_id = remi.vocab[f"TimeSig_{meter[0]}/{meter[1]}"]
         while len(all_bars) < n_orig:  # trailing bars the prompt's last notes still sound in
@@ -1057,8 +1058,8 @@ class Generator:
                     tempo = int(i)
         ctx_bars = list(all_bars[first:])
         if first > 0 and tempo is not None:
-            ctx_bars[0] = _restate_tempo(ctx_bars[0], tempo, remi)
-        ctx_ids = _encode_bars(self.tok, ctx_bars)
+            ctx_bars[0] = restate_tempo(ctx_bars[0], tempo, remi)
+        ctx_ids = [i for b in encode_bars(self.tok, ctx_bars) for i in b]
         if cfg.instruments is not None:
             progs = self._programs(cfg.instruments)
         else:
@@ -1188,31 +1189,6 @@ class Generator:
             if not st.done and stop_after is None:  # pragma: no cover - finishing mode makes this unreachable
                 raise RuntimeError("generate: token budget ran out before the last bar was complete")
         return out
-
-
-def _restate_tempo(bar: "np.ndarray", tempo_id: int, remi: Any) -> "np.ndarray":
-    """A bar opening a context carries the tempo in force (REMI writes only tempo changes),
-    as training chunks that start mid-piece do: ``Bar TimeSig Position_0 Tempo …``."""
-    import numpy as np
-
-    toks = [remi[int(i)] for i in bar[:4]]
-    k = 1 + int(len(toks) > 1 and toks[1].startswith("TimeSig_"))
-    if len(toks) > k and toks[k] == "Position_0":
-        if len(toks) > k + 1 and toks[k + 1].startswith("Tempo_"):
-            return bar
-        return np.concatenate([bar[: k + 1], [tempo_id], bar[k + 1:]])
-    return np.concatenate([bar[:k], [remi.vocab["Position_0"], tempo_id], bar[k:]])
-
-
-def _encode_bars(tok: "MelodiaTokenizer", bars: list) -> list[int]:
-    """BPE ids of base-id bars, each bar encoded on its own (BPE never crosses a bar line), as
-    the training shards are."""
-    if not tok.is_trained:
-        return [int(i) for b in bars for i in b]
-    remi = tok.remi
-    encs = remi._model.encode_batch([[remi._ids_to_bytes([int(i) for i in b], as_one_str=True)] for b in bars],
-                                    is_pretokenized=True)
-    return [int(i) for e in encs for i in e.ids]
 
 
 def _sample_ids(logits: "torch.Tensor", mask: "torch.Tensor", temperature: float, top_k: int, top_p: float,

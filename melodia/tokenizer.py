@@ -361,8 +361,8 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
         return path, "no tokens"
     remi = tok.remi
     budget = max_len - len(prefix) - 1 - 4  # 4: room for the tempo re-stated at a chunk start
-    bars = _split_bars(ids, remi.vocab["Bar_None"])
-    encoded = _bpe_bars(tok, bars)  # BPE never crosses a bar line: a chunk's ids are its bars' ids
+    bars = split_bars(ids, remi.vocab["Bar_None"])
+    encoded = encode_bars(tok, bars)  # BPE never crosses a bar line: a chunk's ids are its bars' ids
     # the tempo in force when each bar starts (REMI writes only tempo changes)
     is_tempo = np.isin(ids, np.fromiter(_tempo_ids(remi), dtype=np.int64))
     tempo_at_bar, tempo = [], None
@@ -375,15 +375,15 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     for bi, (b, e) in enumerate(zip(bars, encoded)):
         if len(e) > budget:  # one absurdly dense bar: keep its first notes only
             b = _truncate_bar(b, remi, tok, budget)
-            e = _bpe_bars(tok, [b])[0]
+            e = encode_bars(tok, [b])[0]
             truncated += 1
         if cur and cur_len + len(e) > budget:
             chunks.append(cur)
             cur, cur_len = [], 0
         if not cur and bi > 0:
-            restated = _chunk_start_bar(b, tempo_at_bar[bi], remi)
+            restated = restate_tempo(b, tempo_at_bar[bi], remi)
             if restated is not b:
-                e = _bpe_bars(tok, [restated])[0]
+                e = encode_bars(tok, [restated])[0]
         cur.append(e)
         cur_len += len(e)
     if cur:
@@ -427,13 +427,14 @@ def _train_bpe_on_ids(remi, seqs: list, vocab_size: int) -> None:
 
         def __iter__(self):
             for ids in seqs:
-                yield [remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in _split_bars(ids, bar_id)]
+                yield [remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in split_bars(ids, bar_id)]
 
     if vocab_size > len(remi):
         remi.train(vocab_size=vocab_size, model="BPE", iterator=_BarBytes())
 
 
-def _split_bars(ids: "np.ndarray", bar_id: int) -> list["np.ndarray"]:
+def split_bars(ids: "np.ndarray", bar_id: int) -> list["np.ndarray"]:
+    """REMI base ids cut before every Bar token. Example: ``split_bars(ids, remi.vocab["Bar_None"])``."""
     import numpy as np
 
     starts = np.flatnonzero(ids == bar_id)
@@ -442,8 +443,12 @@ def _split_bars(ids: "np.ndarray", bar_id: int) -> list["np.ndarray"]:
     return [b for b in np.split(ids, starts) if len(b)]
 
 
-def _chunk_start_bar(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray":
-    """Make a bar that opens a chunk carry the current tempo (REMI only writes tempo changes)."""
+def restate_tempo(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray":
+    """A bar (REMI base ids) that opens a chunk or a context, made to carry the tempo in force:
+    ``Bar TimeSig Position_0 Tempo …`` (REMI writes only tempo changes).
+
+    Example: ``first = restate_tempo(bars[k], tempo_id, tok.remi)``
+    """
     import numpy as np
 
     if tempo_id is None:
@@ -576,8 +581,12 @@ def _tempo_ids(remi) -> list[int]:
     return [i for t, i in remi.vocab.items() if t.startswith("Tempo_")]
 
 
-def _bpe_bars(tok: MelodiaTokenizer, bars: list) -> list[list[int]]:
-    """BPE ids of each base-id bar (the bar itself when BPE is not trained)."""
+def encode_bars(tok: MelodiaTokenizer, bars: list) -> list[list[int]]:
+    """BPE ids of each base-id bar, each bar on its own as BPE never crosses a bar line (the bar
+    itself when BPE is not trained). Training chunks and continuation contexts both use it.
+
+    Example: ``ids = [i for b in encode_bars(tok, split_bars(base, bar_id)) for i in b]``
+    """
     if not tok.is_trained or not bars:
         return [[int(i) for i in b] for b in bars]
     remi = tok.remi
@@ -591,7 +600,7 @@ def _truncate_bar(bar, remi, tok: MelodiaTokenizer, budget: int):
     starts = [i for i in range(len(bar)) if remi[int(bar[i])].startswith("Position_")] + [len(bar)]
     best = bar[: starts[0]]
     for s in starts[1:]:
-        if len(_bpe_bars(tok, [bar[:s]])[0]) > budget:
+        if len(encode_bars(tok, [bar[:s]])[0]) > budget:
             break
         best = bar[:s]
     return best

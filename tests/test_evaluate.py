@@ -336,7 +336,7 @@ def tok():
 @pytest.fixture(scope="module")
 def bpe_tok():
     """A tokenizer with BPE learnt on the POP909 excerpt (bars never merged across bars)."""
-    from melodia.tokenizer import MelodiaTokenizer, _split_bars
+    from melodia.tokenizer import MelodiaTokenizer, split_bars
 
     t = MelodiaTokenizer.new()
     remi = t.remi
@@ -344,7 +344,7 @@ def bpe_tok():
     for i in range(1, 5):
         seq = remi.encode(symusic.Score(str(POP909 / f"00{i}" / f"00{i}.mid")), encode_ids=False)
         seqs.append(np.asarray((seq[0] if isinstance(seq, list) else seq).ids))
-    bars = [[remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in _split_bars(s, remi.vocab["Bar_None"])]
+    bars = [[remi._ids_to_bytes(b.tolist(), as_one_str=True) for b in split_bars(s, remi.vocab["Bar_None"])]
             for s in seqs]
     remi.train(vocab_size=len(remi) + 200, model="BPE", iterator=bars)
     return t
