@@ -81,3 +81,23 @@ def tiny_model_dir(small_shards, tmp_path_factory) -> Path:
     return train(TrainConfig(data=str(small_shards), out=str(out), preset="tiny", steps=40, batch_size=4,
                              seq_len=256, lr=3e-3, warmup=5, eval_every=40, eval_batches=2, ckpt_every=1000,
                              log_every=1000, seed=0, threads=1))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Batch-1 sampling of a tiny model is latency-bound: a second intra-op thread only adds
+    synchronisation, which costs 10-100x on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def composer(tiny_model_dir):
+    """A Composer over the tiny test model, on the CPU."""
+    from melodia import Composer
+
+    return Composer.load(tiny_model_dir, device="cpu")

@@ -27,22 +27,8 @@ def _musical(notes):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Batch-1 sampling of a tiny model is latency-bound: a second intra-op thread only adds
-    synchronisation, which costs 10-100x on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def composer(tiny_model_dir):
-    from melodia import Composer
-
-    return Composer.load(tiny_model_dir, device="cpu")
+def _one_thread(one_torch_thread):
+    """Batch-1 sampling is latency-bound: one torch thread (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

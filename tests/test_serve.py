@@ -31,21 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Batch-1 sampling of a tiny model is latency-bound (see tests/test_api.py)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def composer(tiny_model_dir):
-    from melodia import Composer
-
-    return Composer.load(tiny_model_dir, device="cpu")
+def _one_thread(one_torch_thread):
+    """Batch-1 sampling is latency-bound: one torch thread (see conftest.one_torch_thread)."""
 
 
 def _start(composer, **limits):
