@@ -634,7 +634,7 @@ def _finish(results: list[UnitResult]) -> tuple[list[dict], list[dict], int]:
 
 def _remove_orphans(pieces_dir: Path, rows: list[dict]) -> None:
     keep = {Path(r["file"]).name for r in rows}
-    for p in pieces_dir.glob("*.mid"):
+    for p in [*pieces_dir.glob("*.mid"), *pieces_dir.glob(".*.tmp")]:  # stale pieces, temp files of a kill
         if p.name not in keep:
             with contextlib.suppress(OSError):
                 p.unlink()
