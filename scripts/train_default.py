@@ -19,7 +19,7 @@ Stages (``--stages``, default all, in this order; each reads what the one before
                  ``melodia/weights/default/`` (≤ 16 MB)
 
 Usage:
-    python scripts/train_default.py --work /tmp/melodia-default [--steps 600] [--stages ...]
+    python scripts/train_default.py --work /tmp/melodia-default [--steps 170] [--stages ...]
 """
 from __future__ import annotations
 
@@ -227,12 +227,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--vocab", type=int, default=4000)
     ap.add_argument("--max-len", type=int, default=1024)
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=170)
+    ap.add_argument("--batch-size", type=int, default=24)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--eval-batches", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--eval-every", type=int, default=45)
+    ap.add_argument("--eval-batches", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="auto")
