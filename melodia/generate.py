@@ -81,7 +81,7 @@ __all__ = [
 
 MAX_BARS = 64
 MAX_N = 16
-MAX_ONSETS = 16          # notes one program may start at one position
+MAX_ONSETS = 8           # notes one program may start at one position (a two-hand chord)
 FP16_MIN_ELEMENTS = 1 << 16  # CPU: matrices at least this big are stored fp16 (see LeanLlama)
 DEFAULT_PROGRAMS = (0, 1)  # melody + accompaniment: two piano programs, as the corpus writes them
 
