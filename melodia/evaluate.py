@@ -281,7 +281,9 @@ def _groove_consistency(n: _Notes, resolution: int = GROOVE_RESOLUTION) -> float
     n_bars = int(bar_of.max()) + 1
     if n_bars < 2:
         return math.nan
-    lengths = np.diff(steps)[:n_bars]
+    # the last bar has no next bar start: it lasts as long as the one before it
+    last_len = steps[-1] - steps[-2] if len(steps) > 1 else 4 * resolution
+    lengths = np.diff(np.append(steps, steps[-1] + last_len))[:n_bars]
     pattern = np.zeros((n_bars, int(lengths.max()) + 1), dtype=bool)
     pattern[bar_of, np.minimum(grid - steps[bar_of], pattern.shape[1] - 1)] = True
     distance = (pattern[1:] ^ pattern[:-1]).sum(axis=1) / np.maximum(lengths[1:], lengths[:-1])

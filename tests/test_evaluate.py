@@ -585,3 +585,17 @@ def test_import_is_cheap():
     code = ("import sys, melodia.evaluate; "
             "print(any(m in sys.modules for m in ('torch', 'matplotlib', 'miditok', 'symusic')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_groove_consistency_with_an_onset_in_the_final_bar_start():
+    import symusic
+
+    from melodia.evaluate import groove_consistency
+
+    s = symusic.Score(480)
+    s.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    t = symusic.Track("x", program=0)
+    for bar in range(3):
+        t.notes.append(symusic.Note(bar * 1920, 480, 60, 80))
+    s.tracks.append(t)
+    assert groove_consistency(s) == 1.0  # three identical bars, the last one starting at its onset
