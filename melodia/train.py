@@ -483,16 +483,25 @@ def read_checkpoint_state(out: str | os.PathLike) -> dict[str, Any] | None:
 
     Example: ``read_checkpoint_state("runs/a")["step"]``.
     """
-    path = Path(out) / "checkpoint" / "state.json"
-    if not path.is_file():
-        old = Path(out) / ".checkpoint.old" / "state.json"  # a kill between the two renames
-        path = old if old.is_file() else path
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise MelodiaError(f"{path}: unreadable checkpoint state ({e})") from None
+    # A live run swaps checkpoint/ for a new one with two renames (checkpoint -> .checkpoint.old, new ->
+    # checkpoint), so a reader watching it may find either folder missing for a moment: try both, a few times.
+    paths = [Path(out) / "checkpoint" / "state.json", Path(out) / ".checkpoint.old" / "state.json"]
+    for attempt in range(5):
+        for path in paths:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise MelodiaError(f"{path}: unreadable checkpoint state ({e})") from None
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as e:
+                raise MelodiaError(f"{path}: unreadable checkpoint state ({e})") from None
+        if not (Path(out) / "checkpoint").exists() and not (Path(out) / ".checkpoint.old").exists():
+            return None
+        time.sleep(0.01 * (attempt + 1))
+    return None
 
 
 def _load_checkpoint_weights(ckpt: Path, model: Any, optimizer: Any, device: Any) -> None:

@@ -257,6 +257,39 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, shards):
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_checkpoint_state_can_be_read_while_a_run_swaps_checkpoints(tmp_path):
+    """A watcher (progress monitor, the kill test above) never sees a missing or half-written state."""
+    import threading
+
+    from melodia.model import make_temp_dir, replace_dir
+
+    def write(step):
+        tmp = make_temp_dir(tmp_path / "checkpoint")
+        (tmp / "state.json").write_text(json.dumps({"step": step}), encoding="utf-8")
+        replace_dir(tmp, tmp_path / "checkpoint")
+
+    write(0)
+    done = threading.Event()
+
+    def writer():
+        for step in range(1, 150):
+            write(step)
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    seen = []
+    try:
+        while not done.is_set():
+            st = read_checkpoint_state(tmp_path)
+            assert st is not None
+            seen.append(st["step"])
+    finally:
+        t.join()
+    assert seen == sorted(seen) and read_checkpoint_state(tmp_path)["step"] == 149
+    assert read_checkpoint_state(tmp_path / "nothing") is None
+
+
 def test_resume_refuses_other_settings_and_fresh_run_refuses_a_used_folder(tmp_path, shards):
     cfg = _cfg(shards, tmp_path / "run", steps=4, ckpt_every=2, eval_every=4)
     train(cfg)
