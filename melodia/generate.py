@@ -116,7 +116,9 @@ class LeanLlama:
 
     ``weights``: ``"auto"`` (fp16 storage with fp32 arithmetic via FBGEMM on CPU where the
     build has it, fp32 elsewhere), ``"fp32"`` (exact), ``"fp16"`` or ``"bf16"``. Activations
-    and the KV cache are fp32.
+    and the KV cache are fp32. ``jit`` (default: on unless ``MELODIA_JIT=0``): on the CPU, run
+    :meth:`step` as TorchScript (:mod:`melodia.leanstep`), the same operations without
+    Python's per-call cost; ``net.jit`` says whether it is in use (it falls back silently).
 
     How the step stays lean (≈18 tensor operations per layer):
 
@@ -135,7 +137,7 @@ class LeanLlama:
         >>> logits = net.step(torch.tensor([7]))                # one more token
     """
 
-    def __init__(self, model: Any, device: str = "cpu", weights: str = "auto"):
+    def __init__(self, model: Any, device: str = "cpu", weights: str = "auto", jit: bool | None = None):
         import torch
 
         cfg = model.config
@@ -182,7 +184,7 @@ class LeanLlama:
             return w.reshape(heads, hd, -1)[:, perm].reshape(heads * hd, -1)
 
         inner = model.model
-        self.layers = []
+        mats = []
         for layer in inner.layers:
             at, mlp = layer.self_attn, layer.mlp
             ln1 = f32(layer.input_layernorm.weight) * root_d
@@ -190,12 +192,38 @@ class LeanLlama:
             wqkv = torch.cat([rope_rows(f32(at.q_proj.weight), H) * hd ** -0.5,
                               rope_rows(f32(at.k_proj.weight), KV), f32(at.v_proj.weight)]) * ln1
             wgu = torch.cat([f32(mlp.gate_proj.weight), f32(mlp.up_proj.weight)]) * ln2
-            self.layers.append((self._linear(reads_stream(wqkv)), self._linear(writes_stream(f32(at.o_proj.weight))),
-                                self._linear(reads_stream(wgu)), self._linear(writes_stream(f32(mlp.down_proj.weight)))))
+            mats.append((reads_stream(wqkv), writes_stream(f32(at.o_proj.weight)),
+                         reads_stream(wgu), writes_stream(f32(mlp.down_proj.weight))))
         emb = f32(model.get_input_embeddings().weight)
         self.emb = torch.cat([emb, emb.new_full((emb.shape[0], 1), (d * eps) ** 0.5)], 1).to(self.device)
-        head = f32(model.get_output_embeddings().weight) * (f32(inner.norm.weight) * root_d)
-        self.head = self._linear(reads_stream(head))
+        head = reads_stream(f32(model.get_output_embeddings().weight) * (f32(inner.norm.weight) * root_d))
+        # On the CPU the one-token step also runs as TorchScript (melodia/leanstep.py): the same
+        # operations without Python's per-call cost, about half the time of a step at batch 1.
+        if jit is None:
+            import os
+
+            jit = os.environ.get("MELODIA_JIT", "1") != "0"
+        self._jit = None
+        if self.device.type == "cpu" and (weights == "fp32" or weights == "fp16" and _has_fbgemm_fp16()):
+            from . import leanstep
+
+            def module(w: "torch.Tensor"):
+                fp16 = weights == "fp16" and w.numel() >= FP16_MIN_ELEMENTS
+                # FBGEMM: fp16 storage, fp32 arithmetic (half the memory traffic of fp32); its
+                # call costs ~10-30 µs more than F.linear, so small matrices stay fp32
+                return leanstep.fp16_linear(w) if fp16 else leanstep.Linear(w.contiguous())
+
+            mods = [tuple(module(w) for w in ws) for ws in mats]
+            head_mod = module(head)
+            self.layers = [tuple(leanstep.as_function(m) for m in ms) for ms in mods]
+            self.head = leanstep.as_function(head_mod)
+            if jit:
+                self._jit = leanstep.script_step(
+                    [leanstep.Layer(*ms, H, KV, hd, self.d_ff) for ms in mods], head_mod)
+        else:
+            self.layers = [tuple(self._linear(w) for w in ws) for ws in mats]
+            self.head = self._linear(head)
+        self.jit = self._jit is not None
         self._inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
         self.cis = self._rope_table(self.window)
         self.kc = self.vc = None
@@ -206,15 +234,7 @@ class LeanLlama:
         import torch
         import torch.nn.functional as F
 
-        if self.device.type == "cpu" and self.weights == "fp16":
-            if w.numel() >= FP16_MIN_ELEMENTS:
-                # FBGEMM: fp16 storage, fp32 arithmetic (half the memory traffic of fp32); its
-                # call costs ~10-30 µs more than F.linear, so small matrices stay fp32
-                packed = torch.ops.quantized.linear_prepack_fp16(w.contiguous(), None)
-                op = torch.ops.quantized.linear_dynamic_fp16.default
-                op = getattr(op, "_op", op)  # the C++ callable: skips Python-side dispatch checks
-                return lambda x: op(x, packed)
-        elif self.weights in ("fp16", "bf16"):
+        if self.weights in ("fp16", "bf16"):  # GPU, or a CPU without FBGEMM for fp16
             dt = torch.float16 if self.weights == "fp16" else torch.bfloat16
             wl = w.to(self.device, dt).contiguous()
             return lambda x: F.linear(x.to(dt), wl).float()
@@ -239,6 +259,7 @@ class LeanLlama:
             self.kc = torch.empty(shape, dtype=torch.float32, device=self.device)
             self.vc = torch.empty(shape, dtype=torch.float32, device=self.device)
             self._kv = [(self.kc[i], self.vc[i]) for i in range(self.n_layer)]
+            self._kcs, self._vcs = [k for k, _ in self._kv], [v for _, v in self._kv]
         if self.cis.shape[0] < length:
             self.cis = self._rope_table(length)
         self.batch, self.capacity, self.pos = batch, length, 0
@@ -298,6 +319,9 @@ class LeanLlama:
         norm = torch.linalg.vector_norm
         x = self.emb.index_select(0, ids.to(self.device))                   # [B, d+1]
         cis = self.cis[pos]
+        if self._jit is not None:  # the same operations as below, in TorchScript
+            self.pos = end
+            return self._jit(x, cis, self._kcs, self._vcs, pos)
         for (wqkv, wo, wgu, wd), (kc, vc) in zip(self.layers, self._kv):
             qkv = wqkv(x / norm(x, dim=-1, keepdim=True))                   # [B, (H+2KV)·hd]
             torch.view_as_complex(qkv[:, :nqk].view(B, H + KV, hd // 2, 2)).mul_(cis)

@@ -140,9 +140,11 @@ def _notes(score) -> list[tuple]:
 
 
 # --------------------------------------------------------------------------- lean forward
+@pytest.mark.parametrize("jit", [True, False])
 @pytest.mark.parametrize("weights,atol", [("fp32", 1e-4), ("auto", 2e-2)])
-def test_lean_forward_matches_hf_logits(tok, trained, weights, atol):
-    net = LeanLlama(trained, weights=weights)
+def test_lean_forward_matches_hf_logits(tok, trained, weights, atol, jit):
+    net = LeanLlama(trained, weights=weights, jit=jit)
+    assert net.jit is jit  # on this torch (CI pins 2.13) TorchScript must not fall back silently
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(4, tok.base_size, (3, 17), generator=g)
     net.reset(3, 32)
@@ -158,6 +160,23 @@ def test_lean_forward_matches_hf_logits(tok, trained, weights, atol):
             ref = trained(seq).logits[:, -1]
             assert torch.allclose(got, ref, atol=atol, rtol=0), (got - ref).abs().max()
     assert net.pos == 23
+
+
+@pytest.mark.parametrize("weights", ["fp32", "auto"])
+def test_torchscript_step_gives_the_python_step_logits_exactly(tok, trained, weights):
+    """Same operations in the same order: the scripted step changes speed, never the samples."""
+    nets = [LeanLlama(trained, weights=weights, jit=j) for j in (True, False)]
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(4, tok.base_size, (2, 9), generator=g)
+    with torch.inference_mode():
+        for net in nets:
+            net.reset(2, 40)
+            net.forward(prompt)
+        for _ in range(20):
+            nxt = torch.randint(4, tok.base_size, (2,), generator=g)
+            a, b = (net.step(nxt) for net in nets)
+            assert torch.equal(a, b)
+    assert torch.equal(nets[0].kc[:, :, :, :29], nets[1].kc[:, :, :, :29])
 
 
 # --------------------------------------------------------------------------- grammar
