@@ -32,39 +32,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def make_piece(seed: int, num: int, den: int, bars: int = 16, tpq: int = 480):
-    """A made-up two-track piece: melody (program 0) over block chords (program 1)."""
-    from symusic import Note, Score, Tempo, TimeSignature, Track
-
-    rng = random.Random(seed)
-    s = Score(tpq)
-    s.time_signatures.append(TimeSignature(0, num, den))
-    s.tempos.append(Tempo(0, rng.choice([72, 90, 110, 128])))
-    beat = tpq * 4 // den
-    bar_len = beat * num
-    mel, acc = Track("melody", program=0), Track("chords", program=1)
-    root = rng.choice([48, 50, 53, 55, 57])
-    scale = [0, 2, 4, 5, 7, 9, 11] if seed % 2 else [0, 2, 3, 5, 7, 8, 10]
-    for b in range(bars):
-        t0, t = b * bar_len, 0
-        while t < bar_len:
-            d = min(rng.choice([beat // 2, beat, beat, 2 * beat]), bar_len - t)
-            mel.notes.append(Note(t0 + t, d, root + 12 + scale[rng.randrange(7)] + 12 * rng.randrange(2),
-                                  rng.choice([64, 80, 96])))
-            t += d
-        ch = root + scale[rng.randrange(7)]
-        step = beat * (3 if den == 8 else 2 if num % 2 == 0 else num)
-        for cs in range(0, bar_len, step):
-            for iv in (0, 4, 7):
-                acc.notes.append(Note(t0 + cs, min(step, bar_len - cs), ch + iv, 60))
-    s.tracks.append(mel)
-    s.tracks.append(acc)
-    return s
+sys.path.insert(0, str(ROOT / "tests"))  # tests/pieces.py: the made-up pieces the generation tests use too
 
 
 def build_tokenizer(vocab: int):
+    from pieces import made_up_piece
+
     from melodia.tokenizer import MelodiaTokenizer
 
     tok = MelodiaTokenizer.new()
@@ -73,7 +46,7 @@ def build_tokenizer(vocab: int):
     meters = [(4, 4), (3, 4), (6, 8), (2, 4)]
     for i in range(48):
         p = tmp / f"made-{i:02d}.mid"
-        make_piece(i, *meters[i % 4]).dump_midi(str(p))
+        made_up_piece(i, *meters[i % 4], bars=16).dump_midi(str(p))
         files.append(p)
     tok.train_bpe(files=files, vocab_size=vocab)
     return tok

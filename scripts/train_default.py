@@ -180,7 +180,10 @@ def stage_export(a) -> None:
 
 def model_card(meta, params, moods, val, val10, index, report, a) -> str:
     tr = meta["default_model"]["trained"]
+    t = meta.get("training") or {}  # the run's own settings, as its model directory recorded them
     listen = Path(a.listening).read_text(encoding="utf-8") if a.listening else "_Not yet done._"
+    limits = Path(a.limits).read_text(encoding="utf-8") if a.limits else "_Not written._"
+    epochs = tr.get("tokens", 0) / max(1, index["splits"]["train"]["tokens"])
     return f"""# melodia default model
 
 A {params / 1e6:.2f} M-parameter Llama-style causal Transformer (preset `small`: 6 layers,
@@ -200,10 +203,11 @@ Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
 ## Training
 
 * Hardware: {meta['default_model']['hardware']}.
-* Steps: {tr.get('step', '?')} × {a.batch_size} chunks of ≤ {a.max_len} tokens; AdamW, peak lr {a.lr},
-  warm-up then cosine; conditioning dropout 0.1 (for classifier-free guidance).
-* Target tokens seen: {tr.get('tokens', '?'):,}; wall time of the training run: {tr.get('time_s', '?')} s
-  (the machine's two cores were shared with other jobs throughout).
+* Steps: {tr.get('step', '?')} × {t.get('batch_size', '?')} chunks of ≤ {a.max_len} tokens (packed into rows);
+  AdamW, peak lr {t.get('lr', '?')}, {t.get('warmup', '?')} warm-up steps then cosine; conditioning
+  dropout {t.get('cond_dropout', '?')} (for classifier-free guidance).
+* Target tokens seen: {tr.get('tokens', '?'):,} ({epochs:.2f} epochs of the training split); wall time of
+  the training run: {tr.get('time_s', '?')} s.
 * Validation loss: {val if val is None else f'{val:.3f}'} nats/token (best); the same preset trained
   for a tenth of the steps: {val10 if val10 is None else f'{val10:.3f}'} nats/token.
 
@@ -219,13 +223,7 @@ Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
 
 ## Limits
 
-Trained for about 40 minutes on one busy CPU core: it has seen a fifth of one epoch and its
-validation loss is still high. What makes its output valid and mood-shaped is mostly the
-sampler, not the network: the grammar (every sequence decodes, exact bar counts), the key's
-scale, and the mood's tempo band. The estimator's verdicts above show that this is not enough
-for happy, tense and calm (the generated music is too sparse to read as high-arousal, and only
-about half of it reads as major). It needs a real training run (a GPU session, or hours of
-CPU) before its mood control means much.
+{limits}
 """
 
 
@@ -250,6 +248,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hardware", default="", help="what the card says it was trained on")
     ap.add_argument("--listening", default="", help="a markdown file with the listening notes")
+    ap.add_argument("--limits", default="", help="a markdown file with the card's Limits section")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     for st in [s.strip() for s in a.stages.split(",") if s.strip()]:

@@ -7,6 +7,8 @@ MidiTok token errors and has exactly the requested bars in the decoded MIDI.
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,9 @@ from melodia.generate import (  # noqa: E402
 )
 from melodia.tokenizer import EOS_ID, MelodiaTokenizer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from pieces import made_up_piece  # noqa: E402
+
 MOODS = ["happy", "tense", "sad", "calm"]
 METERS = ["4/4", "3/4", "6/8", "2/4"]
 
@@ -40,34 +45,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _piece(seed: int, num: int, den: int, bars: int = 8, tpq: int = 480) -> "symusic.Score":
-    """Melody (program 0) over block chords (program 1), with some dotted and short notes."""
-    rng = random.Random(seed)
-    s = symusic.Score(tpq)
-    s.time_signatures.append(symusic.TimeSignature(0, num, den))
-    s.tempos.append(symusic.Tempo(0, qpm=rng.choice([66, 90, 120, 140])))
-    beat = tpq * 4 // den
-    bar_len = beat * num
-    mel, acc = symusic.Track("melody", program=0), symusic.Track("chords", program=1)
-    scale = [0, 2, 4, 5, 7, 9, 11] if seed % 2 else [0, 2, 3, 5, 7, 8, 10]
-    root = 48 + seed % 7
-    for b in range(bars):
-        t0, t = b * bar_len, 0
-        while t < bar_len:
-            d = min(rng.choice([beat // 2, beat, beat, beat * 3 // 2, 2 * beat]), bar_len - t)
-            mel.notes.append(symusic.Note(t0 + t, d, root + 12 + scale[rng.randrange(7)] + 12 * rng.randrange(2),
-                                          rng.choice([70, 85, 100])))
-            t += d
-        ch = root + scale[rng.randrange(7)]
-        step = beat * (3 if den == 8 else 2 if num % 2 == 0 else num)
-        for cs in range(0, bar_len, step):
-            for iv in (0, 4, 7):
-                acc.notes.append(symusic.Note(t0 + cs, min(step, bar_len - cs), ch + iv, 60))
-    s.tracks.append(mel)
-    s.tracks.append(acc)
-    return s
-
-
 def _meter(i: int) -> tuple[int, int]:
     return [(4, 4), (3, 4), (6, 8), (2, 4)][i % 4]
 
@@ -78,7 +55,7 @@ def tok(tmp_path_factory) -> MelodiaTokenizer:
     files = []
     for i in range(16):
         p = d / f"p{i:02d}.mid"
-        _piece(i, *_meter(i)).dump_midi(str(p))
+        made_up_piece(i, *_meter(i)).dump_midi(str(p))
         files.append(p)
     t = MelodiaTokenizer.new()
     t.train_bpe(files=files, vocab_size=1000)  # MidiTok's base vocabulary alone is 763
@@ -110,7 +87,7 @@ def trained(tok):
     rng = random.Random(0)
     seqs = []
     for i in range(16):
-        ids = tok.encode_piece(_piece(100 + i, *_meter(i), bars=4), mood=MOODS[i % 4])
+        ids = tok.encode_piece(made_up_piece(100 + i, *_meter(i), bars=4), mood=MOODS[i % 4])
         seqs.append(ids[:192])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
@@ -329,7 +306,7 @@ def test_smallest_budget_still_ends_exactly(tok, untrained):
 @pytest.mark.parametrize("meter", [(4, 4), (3, 4), (6, 8)])
 def test_continuation_keeps_prompt_and_adds_exact_bars(tok, trained, meter):
     gen = Generator(trained, tok)
-    prompt = _piece(77, *meter, bars=6)
+    prompt = made_up_piece(77, *meter, bars=6)
     n_prompt = len(get_bars_ticks(prompt))
     cfg = GenerationConfig(n=2, seed=3, mood="tense")
     outs = gen.continue_from(prompt, bars=3, context_bars=2, cfg=cfg)
@@ -350,7 +327,7 @@ def test_continuation_keeps_prompt_and_adds_exact_bars(tok, trained, meter):
 
 
 def test_continuation_from_a_file_with_a_sustained_ending(tok, untrained, tmp_path):
-    prompt = _piece(5, 4, 4, bars=3)
+    prompt = made_up_piece(5, 4, 4, bars=3)
     prompt.tracks[1].notes.append(symusic.Note(3 * 1920 - 480, 1920, 40, 80))  # rings into bar 4
     path = tmp_path / "clip.mid"
     prompt.dump_midi(str(path))
@@ -392,9 +369,9 @@ def test_bpe_ids_never_cross_a_bar_line(tok):
 def test_bad_continuation_arguments(tok, untrained):
     gen = Generator(untrained, tok)
     with pytest.raises(BadInputError, match="context_bars"):
-        gen.continue_from(_piece(1, 4, 4), bars=2, context_bars=0)
+        gen.continue_from(made_up_piece(1, 4, 4), bars=2, context_bars=0)
     with pytest.raises(BadInputError, match="bars 99"):
-        gen.continue_from(_piece(1, 4, 4), bars=99)
+        gen.continue_from(made_up_piece(1, 4, 4), bars=99)
 
 
 def test_resolve_instruments():
