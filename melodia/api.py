@@ -499,7 +499,8 @@ class Composer:
         self.meta: dict[str, Any] = dict(meta or {})
         self.device = device
         self.name = name or str(self.meta.get("name") or "model")
-        self._gen = Generator(model, tokenizer, device=device, weights=weights)
+        self._gen = Generator(model, tokenizer, device=device, weights=weights,
+                              default_programs=self.meta.get("default_programs"))
         self._lock = threading.RLock()
 
     @classmethod
@@ -602,7 +603,8 @@ class Composer:
         * ``key`` ("F major", "Am"; None: the generator picks one that suits the mood, and the
           piece's ``key`` says which), ``tempo`` (quarter notes per minute, 20-400; None lets the
           model choose), ``meter`` ("4/4", "3/4", "6/8" ...), ``instruments`` (names such as
-          ``["piano", "bass"]`` or GM programs; None = melody + accompaniment on piano).
+          ``["piano", "bass"]`` or GM programs; None = the model's default set, melodia.json's
+          ``default_programs``: for the shipped model melody, counter-melody and piano, 0, 1, 2).
         * ``n`` variations (1-16) sampled as one batch; ``seed`` makes the result repeatable
           (same seed, model and device → same notes); ``temperature`` > 0; ``guidance`` is the
           classifier-free guidance scale (1 = off; 1.5-3 follows the mood more strongly).

@@ -109,8 +109,9 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--key", help='e.g. "D minor", "F#", "Bbm" (default: one that suits the mood)')
     g.add_argument("--tempo", type=float, help="quarter notes per minute (default: the mood's range)")
     g.add_argument("--meter", help='time signature, e.g. 3/4 (default 4/4)')
-    g.add_argument("--instruments", help="comma-separated, e.g. piano,strings,bass (default: melody + "
-                                         "accompaniment on piano)")
+    g.add_argument("--instruments", help="comma-separated, e.g. piano,strings,bass (default: the model's "
+                                         "own set; the shipped model's is melody, counter-melody and piano "
+                                         "accompaniment, GM programs 0, 1, 2)")
     g.add_argument("--n", type=int, default=1, help="variations, 1-16 (default 1)")
     g.add_argument("--seed", type=int, help="same seed, model and machine → same notes")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")

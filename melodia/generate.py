@@ -83,7 +83,9 @@ MAX_BARS = 64
 MAX_N = 16
 MAX_ONSETS = 8           # notes one program may start at one position (a two-hand chord)
 FP16_MIN_ELEMENTS = 1 << 16  # CPU: matrices at least this big are stored fp16 (see LeanLlama)
-DEFAULT_PROGRAMS = (0, 1)  # melody + accompaniment: two piano programs, as the corpus writes them
+DEFAULT_PROGRAMS = (0, 1)  # melody + accompaniment on two piano programs, for a model that names none
+# A model directory may name its own default instrument set in melodia.json ("default_programs"):
+# the shipped model's is POP909's layout (0 melody, 1 counter-melody, 2 piano accompaniment).
 
 #: Instrument names → General MIDI programs (0-based; drums are -1, MidiTok's drum program).
 INSTRUMENTS: dict[str, int] = {
@@ -746,7 +748,8 @@ class GenerationConfig:
       "Am"); ``tags`` (user tags the model knows).
     * ``tempo`` in quarter notes per minute (nearest tempo token; None lets the model choose);
       ``meter`` "4/4", "3/4", "6/8", ...; ``instruments``: names (see :data:`INSTRUMENTS`) or
-      GM programs (0–127, -1 drums); None = melody + accompaniment on two piano programs.
+      GM programs (0–127, -1 drums); None = the model's default set (melodia.json's
+      ``default_programs``; else melody + accompaniment on two piano programs).
     * sampling: ``temperature`` > 0, ``top_k`` (0 = off), ``top_p`` in (0, 1] (1 = off),
       ``guidance`` (classifier-free guidance scale; 1 = off), ``seed`` (same seed, same model,
       same device → identical output), ``max_tokens`` (budget of new ids per sequence; None =
@@ -845,21 +848,23 @@ def parse_meter(meter: str | Sequence[int]) -> tuple[int, int]:
     return num, den
 
 
-def resolve_instruments(instruments: Sequence[str | int] | str | None) -> tuple[int, ...]:
+def resolve_instruments(instruments: Sequence[str | int] | str | None,
+                        default: Sequence[int] = DEFAULT_PROGRAMS) -> tuple[int, ...]:
     """Instrument names / GM programs → distinct programs (a repeated instrument moves to a
-    free program of its General MIDI family, as the corpus does).
+    free program of its General MIDI family, as the corpus does). ``None`` or "default" (also
+    "melody + accompaniment") is ``default``: the model's own set where it names one.
 
     Example: ``resolve_instruments(["piano", "bass"]) == (0, 33)``;
     ``resolve_instruments(None) == (0, 1)``
     """
     if instruments is None:
-        return DEFAULT_PROGRAMS
+        return tuple(default)
     if isinstance(instruments, (str, int)):
         instruments = [instruments]
     out: list[int] = []
     for item in instruments:
         if isinstance(item, str) and " ".join(item.lower().split()) in _DEFAULT_NAMES:
-            progs = list(DEFAULT_PROGRAMS)
+            progs = list(default)
         elif isinstance(item, bool):
             raise BadInputError(f"unknown instrument {item!r}")
         elif isinstance(item, int) or (isinstance(item, str) and item.strip().lstrip("-").isdigit()):
@@ -903,7 +908,8 @@ class Generator:
         >>> longer = gen.continue_from("clip.mid", bars=4, context_bars=4)
     """
 
-    def __init__(self, model: Any, tokenizer: "MelodiaTokenizer", device: str = "cpu", weights: str = "auto"):
+    def __init__(self, model: Any, tokenizer: "MelodiaTokenizer", device: str = "cpu", weights: str = "auto",
+                 default_programs: Sequence[int] | None = None):
         vs = int(model.config.vocab_size)
         if vs < tokenizer.vocab_size:
             raise BadModelError(f"model vocabulary ({vs}) is smaller than the tokenizer's ({tokenizer.vocab_size})")
@@ -911,6 +917,11 @@ class Generator:
         self.model = model
         self.net = LeanLlama(model, device=device, weights=weights)
         self.vocab = _Vocab(tokenizer, vs)
+        #: the instruments when a request names none (melodia.json's "default_programs", if any)
+        self.default_programs = tuple(int(p) for p in default_programs) if default_programs else DEFAULT_PROGRAMS
+        missing = [p for p in self.default_programs if p not in self.vocab.programs]
+        if missing:
+            raise BadModelError(f"default_programs {missing} are not in the model's vocabulary")
         self._grammars: dict[tuple, _Grammar] = {}
         self._in_key: dict[int, Any] = {}
 
@@ -964,7 +975,7 @@ class Generator:
         return num, den
 
     def _programs(self, instruments: Any) -> tuple[int, ...]:
-        progs = resolve_instruments(instruments)
+        progs = resolve_instruments(instruments, self.default_programs)
         missing = [p for p in progs if p not in self.vocab.programs]
         if missing:
             raise BadInputError(f"instrument program(s) {missing} not in this model's vocabulary")
@@ -1088,7 +1099,7 @@ class Generator:
             progs = self._programs(cfg.instruments)
         else:
             used = sorted({-1 if t.is_drum else t.program for t in orig.tracks if t.notes})
-            progs = tuple(p for p in used if p in self.vocab.programs) or DEFAULT_PROGRAMS
+            progs = tuple(p for p in used if p in self.vocab.programs) or self.default_programs
         if cfg.key is None:  # the prompt's own key, not the mood's default one
             from dataclasses import replace as _replace
 

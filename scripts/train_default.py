@@ -88,6 +88,20 @@ def _final_val(run: Path) -> tuple[float | None, dict]:
     return (min(r["val_loss"] for r in vals) if vals else None), (steps[-1] if steps else {})
 
 
+def default_programs(work: Path) -> list[int]:
+    """The instrument set the model saw most as an ensemble: the commonest program set among the
+    corpus pieces with two or more tracks (POP909's melody, counter-melody and piano: 0, 1, 2).
+    Written into melodia.json, it is what ``melodia generate`` plays when asked for no instruments."""
+    from collections import Counter
+
+    sets = Counter()
+    for line in (work / "C" / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        progs = tuple(json.loads(line).get("programs") or ()) if line.strip() else ()
+        if len(progs) >= 2:
+            sets[progs] += 1
+    return list(sets.most_common(1)[0][0]) if sets else [0, 1]
+
+
 def stage_moods(a) -> None:
     import numpy as np
 
@@ -99,7 +113,7 @@ def stage_moods(a) -> None:
     model_dir = a.work / "run" / "model"
     model, meta = load_model_dir(model_dir)
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
-    gen = Generator(model, tok)
+    gen = Generator(model, tok, default_programs=default_programs(a.work))
     est = MoodEstimator()
     table = {}
     t0 = time.time()
@@ -156,6 +170,7 @@ def stage_export(a) -> None:
     if isinstance(meta.get("training"), dict):
         for k in ("data", "out", "init"):
             meta["training"].pop(k, None)
+    meta["default_programs"] = default_programs(a.work)
     meta["default_model"] = {
         "val_loss": val, "val_loss_tenth_steps": val10, "moods": moods,
         "corpus": {"pieces": report["pieces"], "sources": ["music21 corpus", "POP909"],

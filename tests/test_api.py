@@ -96,6 +96,22 @@ def test_generate_gives_pieces_with_notes(composer, calm_pieces):
     assert _musical(calm_pieces[0].notes) != _musical(calm_pieces[1].notes)  # two variations
 
 
+def test_a_model_directory_may_name_its_default_instruments(tiny_model_dir, tmp_path):
+    """melodia.json "default_programs" decides what plays when a request names no instruments."""
+    import json
+    import shutil
+
+    from melodia import Composer
+
+    d = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, d)
+    meta = json.loads((d / "melodia.json").read_text())
+    meta["default_programs"] = [0]
+    (d / "melodia.json").write_text(json.dumps(meta))
+    pieces = Composer.load(d, device="cpu").generate(mood="happy", bars=4, n=3, seed=2)
+    assert {n.program for p in pieces for n in p.notes} == {0}
+
+
 def test_same_seed_same_notes_and_moods_by_name_alias_or_plane(composer):
     a = composer.generate(mood="sad", bars=2, seed=5)[0]
     b = composer.generate(mood="melancholic", bars=2, seed=5)[0]

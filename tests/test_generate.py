@@ -381,6 +381,22 @@ def test_resolve_instruments():
     assert resolve_instruments([40, "Strings", "drums"]) == (40, 48, -1)
     with pytest.raises(BadInputError, match="128"):
         resolve_instruments([128])
+    assert resolve_instruments(None, default=(0, 1, 2)) == (0, 1, 2)
+    assert resolve_instruments(["default", "bass"], default=(0, 2)) == (0, 2, 33)
+
+
+def test_a_model_names_its_own_default_instruments(tok, trained):
+    """melodia.json's default_programs: what plays when a request names no instruments."""
+    from melodia.errors import BadModelError
+
+    gen = Generator(trained, tok, default_programs=(0, 2))
+    for sc in gen.generate_scores(GenerationConfig(bars=4, n=4, seed=5, mood="happy")):
+        programs = {t.program for t in sc.tracks if t.notes}
+        assert programs and programs <= {0, 2}
+    asked = gen.generate_scores(GenerationConfig(bars=4, n=2, seed=5, instruments=["bass"]))
+    assert {t.program for sc in asked for t in sc.tracks if t.notes} == {33}
+    with pytest.raises(BadModelError, match="default_programs"):
+        Generator(trained, tok, default_programs=(0, 200))
 
 
 # --------------------------------------------------------------------------- sampler
