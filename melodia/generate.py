@@ -917,6 +917,10 @@ class Generator:
         self.model = model
         self.net = LeanLlama(model, device=device, weights=weights)
         self.vocab = _Vocab(tokenizer, vs)
+        import torch
+
+        #: ids that open a new bar (their first base token is Bar): in the last bar they mean "end"
+        self._bar_ids = torch.tensor([i for i, sq in enumerate(self.vocab.seqs) if sq and sq[0][0] == BAR] or [EOS_ID])
         #: the instruments when a request names none (melodia.json's "default_programs", if any)
         self.default_programs = tuple(int(p) for p in default_programs) if default_programs else DEFAULT_PROGRAMS
         missing = [p for p in self.default_programs if p not in self.vocab.programs]
@@ -1197,6 +1201,14 @@ class Generator:
                     finish = left <= g.finish_needed(st)
                     masks.append(g.mask(st, finish))
                 mask = masks[0].unsqueeze(0) if n == 1 else torch.stack(masks)
+                ends = mask[:, EOS_ID]
+                if bool(ends.any()):
+                    # In the last bar the model's wish to start another bar means "end here":
+                    # EOS gets that mass too (else it went to more notes crammed into the last beat)
+                    bars = logits.index_select(1, self._bar_ids)
+                    both = torch.logaddexp(logits[:, EOS_ID], torch.logsumexp(bars, dim=1))
+                    logits = logits.clone()
+                    logits[:, EOS_ID] = torch.where(ends, both, logits[:, EOS_ID])
                 if in_key is not None:
                     keyed = mask & in_key
                     mask = torch.where(keyed.any(1, keepdim=True), keyed, mask)  # never leave a row empty

@@ -435,3 +435,32 @@ def test_notes_stay_in_the_key_unless_chromatic(tiny_model_dir):
     wild = [n.pitch % 12 for s in range(4) for piece in c.generate(mood="sad", key="A minor", bars=4, n=2, seed=s,
                                                                      in_key=False) for n in piece.notes]
     assert set(wild) - scale  # the untrained-ish tiny model does wander when allowed
+
+
+def test_in_the_last_bar_a_wish_for_another_bar_ends_the_piece(tok, trained):
+    """A model that always wants the next bar: in the last bar that wish becomes EOS, so the piece
+    ends as soon as EOS is legal instead of filling the bar with notes until EOS is all that is left."""
+    from melodia.tokenizer import EOS_ID
+
+    gen = Generator(trained, tok)
+    net = gen.net
+    step, forward = net.step, net.forward
+
+    def bar_loving(logits):
+        logits = torch.zeros_like(logits)
+        logits[:, gen._bar_ids] = 30.0
+        return logits
+
+    net.step = lambda ids: bar_loving(step(ids))
+    net.forward = lambda ids, start=0: bar_loving(forward(ids, start))
+    cfg = GenerationConfig(bars=3, n=8, seed=2, mood="calm")
+    rows = gen.generate(cfg)
+    g, cond, _, states = gen.prepare(cfg)
+    for ids, st in zip(rows, states):
+        assert ids[:len(cond)] == cond and ids[-1] == EOS_ID
+        for k, i in enumerate(ids[len(cond):]):
+            if g.legal(st, EOS_ID):  # the first moment the piece may end
+                assert i == EOS_ID and k == len(ids) - len(cond) - 1
+                break
+            assert g.advance(st, g.vocab.seqs[i])
+        assert st.bar == 3
