@@ -47,7 +47,8 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 
     if args.corpus:
         s = tokenize_corpus(args.corpus, args.out, vocab_size=args.vocab, max_len=args.max_len,
-                            workers=args.workers, progress=not args.quiet, tokenizer=args.tokenizer)
+                            workers=args.workers, progress=not args.quiet, tokenizer=args.tokenizer,
+                            key_normalise=args.key_normalise)
         print(f"{s.out}: vocabulary {s.vocab_size}, {s.chunks} chunks, tokens "
               + ", ".join(f"{k} {v:,}" for k, v in s.tokens.items())
               + (f", {s.truncated_bars} over-long bars truncated" if s.truncated_bars else "")
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab", type=int, default=4000, help="BPE vocabulary size (default 4000)")
     t.add_argument("--max-len", type=int, default=1024, help="longest chunk in tokens (default 1024)")
     t.add_argument("--tokenizer", help="reuse this tokenizer.json instead of training BPE (fine-tuning)")
+    t.add_argument("--key-normalise", action=argparse.BooleanOptionalAction, default=None,
+                   help="write every piece with its tonic on C (C major / C minor; generation moves the notes "
+                        "to the key asked for). Default: on for a new tokenizer, the --tokenizer's own setting")
     t.add_argument("--check", action="store_true",
                    help="decode every train piece and print the share of notes that come back")
     t.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

@@ -856,7 +856,7 @@ def _prefix_for(tok: "MelodiaTokenizer", row: Mapping[str, Any]) -> list[int]:
     except MelodiaError:
         mood_id = tok.mood_id("any")
     try:
-        key_id = tok.key_id(row.get("key"))
+        key_id = tok.key_id(tok.key_for_model(row.get("key")))
     except MelodiaError:
         key_id = tok.key_id(None)
     tags = []
@@ -868,6 +868,19 @@ def _prefix_for(tok: "MelodiaTokenizer", row: Mapping[str, Any]) -> list[int]:
     from .tokenizer import BOS_ID
 
     return [BOS_ID, mood_id, key_id] + tags
+
+
+def _model_shift(tok: "MelodiaTokenizer", row: Mapping[str, Any]) -> int:
+    """Semitones that bring a corpus row's piece to what the model reads (key-normalised: its
+    tonic onto C, as in training; else 0)."""
+    if not tok.key_normalised or not row.get("key"):
+        return 0
+    from .moods import tonic_shift
+
+    try:
+        return -tonic_shift(str(row["key"]))
+    except MelodiaError:
+        return 0
 
 
 def _windows(tok: "MelodiaTokenizer", prefix: list[int], music: list[int], width: int,
@@ -910,8 +923,8 @@ def likelihood(model: Any, tok: "MelodiaTokenizer", pieces: Iterable[tuple[Mappi
                batch_size: int = 8) -> dict[str, Any]:
     """Mean cross-entropy of ``model`` on whole pieces: nats per token and bits per note.
 
-    ``pieces`` yields (corpus row with mood/key/tags, score). Each piece becomes what
-    ``tok.encode_piece(score, mood, key, tags)`` gives (a mood, key or tag the tokenizer lacks
+    ``pieces`` yields (corpus row with mood/key/tags, score). Each piece becomes what the model
+    reads in training (for a key-normalised tokenizer: moved to C; a mood, key or tag the tokenizer lacks
     becomes ``any`` / is left out), cut into windows of at most ``max_len`` tokens (default:
     the model's ``max_position_embeddings``), see :func:`_windows`; unlike a training chunk, a
     later window does not re-state the tempo. Predicted are the music tokens and EOS, once
@@ -948,7 +961,7 @@ def likelihood(model: Any, tok: "MelodiaTokenizer", pieces: Iterable[tuple[Mappi
         if max_tokens is not None and total_tokens >= max_tokens:
             break
         try:
-            music = tok.encode_score(score)
+            music = tok.encode_score(score, _model_shift(tok, row))
         except Exception:  # a piece MidiTok cannot encode is reported, not fatal
             skipped += 1
             continue

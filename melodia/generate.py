@@ -989,8 +989,26 @@ class Generator:
         """(conditional, unconditional) control prefixes of equal length, and the tempo band.
 
         A canonical mood with no key or tempo given brings its defaults (``moods.mood_defaults``):
-        a key of its mode and a tempo band for its arousal.
+        a key of its mode and a tempo band for its arousal. These are what the model reads: with
+        a key-normalised tokenizer the key token is its mode on C (:meth:`shown_prefix` names
+        the key itself).
         """
+        mood, key, tags, band = self._request(cfg)
+        cond = self.tok.controls_prefix(mood, self.tok.key_for_model(key), tags)
+        uncond = self.tok.controls_prefix("any", None, tags)
+        return cond, uncond, band
+
+    def shown_prefix(self, cfg: GenerationConfig) -> list[int]:
+        """The control prefix :meth:`generate` puts before the new ids: the mood, the key the
+        piece is in (so ``tok.decode`` moves key-normalised notes there) and the tags.
+
+        Example: ``gen.shown_prefix(GenerationConfig(mood="sad", key="E minor"))``
+        """
+        mood, key, tags, _ = self._request(cfg)
+        return self.tok.controls_prefix(mood, key, tags)
+
+    def _request(self, cfg: GenerationConfig) -> tuple[str, str | None, list[str], tuple[float, float] | None]:
+        """(mood, key, tags, tempo band) of a request, with the mood's defaults filled in."""
         from .moods import mood_defaults, resolve_mood
 
         try:
@@ -1003,9 +1021,7 @@ class Generator:
         tags = list(cfg.tags)
         key, band = mood_defaults(mood, cfg.seed)
         key = cfg.key if cfg.key is not None else key
-        cond = self.tok.controls_prefix(mood, key, tags)
-        uncond = self.tok.controls_prefix("any", None, tags)
-        return cond, uncond, band
+        return mood, key, tags, band
 
     # ------------------------------------------------------------------ public
     def generate(self, cfg: GenerationConfig | None = None, **overrides: Any) -> list[list[int]]:
@@ -1016,7 +1032,8 @@ class Generator:
         cfg = _with(cfg, overrides)
         g, cond, uncond, states = self.prepare(cfg)
         new = self._sample(g, cond, uncond, states, cfg)
-        return [cond + row for row in new]
+        shown = self.shown_prefix(cfg)
+        return [shown + row for row in new]
 
     def prepare(self, cfg: GenerationConfig) -> tuple[_Grammar, list[int], list[int], list[_State]]:
         """Validate ``cfg`` and build what sampling starts from: the grammar, the conditional and
@@ -1062,7 +1079,7 @@ class Generator:
         from miditok.utils import get_bars_ticks
 
         from .midifile import load_score
-        from .tokenizer import encode_bars, restate_tempo, split_bars
+        from .tokenizer import encode_bars, restate_tempo, split_bars, transpose_score
 
         cfg = _with(cfg, {"bars": bars})
         cfg.validate()
@@ -1082,6 +1099,23 @@ class Generator:
         if isinstance(seq, list):
             seq = seq[0]
         base = np.asarray(seq.ids, dtype=np.int64)
+        if cfg.key is None:  # the prompt's own key, not the mood's default one
+            from dataclasses import replace as _replace
+
+            from .moods import estimate_key
+
+            try:
+                cfg = _replace(cfg, key=estimate_key(orig).name)
+            except BadInputError:  # a drums-only prompt has no key
+                pass
+        # a key-normalised model reads the prompt with the key's tonic on C; its notes move back
+        shift = 0
+        if self.tok.key_normalised and cfg.key is not None:
+            from .moods import tonic_shift
+            from .tokenizer import pitch_shift_table
+
+            shift = tonic_shift(cfg.key)
+            base = pitch_shift_table(remi, -shift)[base]
         bar_id = remi.vocab["Bar_None"]
         all_bars = split_bars(base, bar_id)
         n_orig = len(get_bars_ticks(orig))
@@ -1104,15 +1138,6 @@ class Generator:
         else:
             used = sorted({-1 if t.is_drum else t.program for t in orig.tracks if t.notes})
             progs = tuple(p for p in used if p in self.vocab.programs) or self.default_programs
-        if cfg.key is None:  # the prompt's own key, not the mood's default one
-            from dataclasses import replace as _replace
-
-            from .moods import estimate_key
-
-            try:
-                cfg = _replace(cfg, key=estimate_key(orig).name)
-            except BadInputError:  # a drums-only prompt has no key
-                pass
         cond, uncond, _ = self._controls(cfg)
         n_ctx = len(ctx_bars)
         g = self.grammar(meter, progs)
@@ -1132,7 +1157,9 @@ class Generator:
         scale = orig.ticks_per_quarter / remi.time_division
         out = []
         for row in new:
-            dec = self.tok.decode(ctx_ids + row)
+            dec = self.tok.decode(ctx_ids + row)  # no controls: no key move; ``shift`` below
+            if shift:
+                dec = transpose_score(dec, shift)
             start = get_bars_ticks(dec)[n_ctx] if len(get_bars_ticks(dec)) > n_ctx else None
             res = orig.copy() if include_prompt else symusic.Score(orig.ticks_per_quarter)
             offset = orig_end if include_prompt else 0

@@ -140,9 +140,9 @@ if TYPE_CHECKING:  # symusic is only needed by the caller who built the Score
 __all__ = [
     "ALIASES", "ANY", "CANONICAL_MOODS", "KEY_NAMES", "KeyEstimate", "Label", "Labels",
     "MoodEstimate", "MoodEstimator", "MoodFeatures", "estimate_key", "extract_features",
-    "features_to_dict", "key_from_index", "key_from_token_name", "key_index", "key_token_name",
+    "features_to_dict", "key_from_index", "key_from_token_name", "key_in_c", "key_index", "key_token_name",
     "label_from_path", "mood_token_name", "mood_valence_arousal", "normalise_word", "parse_key",
-    "read_labels_csv", "resolve_mood",
+    "read_labels_csv", "resolve_mood", "tonic_shift",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +340,30 @@ def key_from_index(index: int) -> str:
             or not 0 <= index <= _KEY_ANY_INDEX:
         raise BadInputError(f"key index {index!r} is outside 0..24")
     return ANY if index == _KEY_ANY_INDEX else KEY_NAMES[int(index)]
+
+
+def tonic_shift(name: str) -> int:
+    """Semitones from C up (or down) to a key's tonic, in -5..+6; 0 for ``"any"``.
+
+    A key-normalised tokenizer writes every piece with its tonic on C; this is how far the
+    notes move back into the key asked for (the smaller way round, so the register stays).
+
+    Example: ``tonic_shift("A minor") == -3``; ``tonic_shift("F# major") == 6``
+    """
+    index = key_index(name)
+    if index == _KEY_ANY_INDEX:
+        return 0
+    tonic = index % 12
+    return tonic if tonic <= 6 else tonic - 12
+
+
+def key_in_c(name: str) -> str:
+    """The same mode on C: ``"A minor"`` -> ``"C minor"``, ``"any"`` -> ``"any"``.
+
+    Example: ``key_in_c("Eb major") == "C major"``
+    """
+    index = key_index(name)
+    return ANY if index == _KEY_ANY_INDEX else KEY_NAMES[12 * (index // 12)]
 
 
 def key_token_name(name: str) -> str:

@@ -99,6 +99,10 @@ class MelodiaTokenizer:
 
     remi: "miditok.REMI"
     controls: list[str] = field(default_factory=default_controls)
+    #: pieces are written with their tonic on C (C major / C minor) and the KEY_ token of a
+    #: sequence says where decoding moves them; the model itself only ever sees KEY_C_major,
+    #: KEY_C_minor or KEY_any, so all 12 keys of a mode teach it one thing (see key_for_model)
+    key_normalised: bool = False
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -136,7 +140,7 @@ class MelodiaTokenizer:
                 remi = REMI(params=p)
             except Exception as e:  # MidiTok raises many kinds on a bad file
                 raise BadModelError(f"{path}: MidiTok cannot load it ({e.__class__.__name__}: {e})") from None
-        return cls(remi, controls)
+        return cls(remi, controls, bool(extra.get("key_normalised", False)))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save to one JSON file (atomically). Example: ``tok.save("out/tokenizer.json")``."""
@@ -146,14 +150,14 @@ class MelodiaTokenizer:
         if path.is_dir() or path.suffix != ".json":
             path = path / TOKENIZER_FILE
         d = self.remi.to_dict()
-        d["melodia"] = {"controls": self.controls, "format": 1}
+        d["melodia"] = {"controls": self.controls, "format": 1, "key_normalised": self.key_normalised}
         write_json(path, d, indent=None)
         return path
 
     def to_json(self) -> str:
         """The tokenizer as the JSON text :meth:`save` writes. Example: ``s = tok.to_json()``."""
         d = self.remi.to_dict()
-        d["melodia"] = {"controls": self.controls, "format": 1}
+        d["melodia"] = {"controls": self.controls, "format": 1, "key_normalised": self.key_normalised}
         return json.dumps(d)
 
     # ------------------------------------------------------------------ vocabulary
@@ -239,8 +243,22 @@ class MelodiaTokenizer:
         """``[BOS, MOOD_m, KEY_k, TAG_t…]``. Example: ``tok.controls_prefix("sad", "A minor")``."""
         return [BOS_ID, self.mood_id(mood), self.key_id(key)] + [self.tag_id(t) for t in tags]
 
-    def encode_score(self, score: "symusic.Score") -> list[int]:
-        """REMI(+BPE) ids of a score, no controls. Example: ``ids = tok.encode_score(score)``."""
+    def key_for_model(self, key: str | None) -> str | None:
+        """The key token the model sees for a key: itself, or (key-normalised) its mode on C.
+
+        Example: ``tok.key_for_model("A minor")  # "C minor" when key_normalised``
+        """
+        if not self.key_normalised or key is None:
+            return key
+        from .moods import key_in_c
+
+        return key_in_c(key)
+
+    def encode_score(self, score: "symusic.Score", shift: int = 0) -> list[int]:
+        """REMI(+BPE) ids of a score, no controls; ``shift`` transposes its pitched notes first
+        (semitones; drums stay). Example: ``ids = tok.encode_score(score)``."""
+        if shift:
+            score = transpose_score(score, shift)
         seq = self.remi.encode(score)
         if isinstance(seq, list):  # defensive: one stream is configured
             seq = seq[0]
@@ -248,8 +266,14 @@ class MelodiaTokenizer:
 
     def encode_piece(self, score: "symusic.Score", mood: str = "any", key: str | None = None,
                      tags: Sequence[str] = ()) -> list[int]:
-        """A whole sequence: controls, the score's ids, EOS. Example: ``tok.encode_piece(s, "calm")``."""
-        return self.controls_prefix(mood, key, tags) + self.encode_score(score) + [EOS_ID]
+        """A whole sequence: controls, the score's ids, EOS. Key-normalised, the notes are written
+        with ``key``'s tonic on C (decode moves them back). Example: ``tok.encode_piece(s, "calm")``."""
+        shift = 0
+        if self.key_normalised and key is not None:
+            from .moods import tonic_shift
+
+            shift = -tonic_shift(key)
+        return self.controls_prefix(mood, key, tags) + self.encode_score(score, shift) + [EOS_ID]
 
     def strip_controls(self, ids: Sequence[int]) -> list[int]:
         """Drop special and control ids, keeping the music. Example: ``tok.strip_controls(ids)``."""
@@ -262,7 +286,21 @@ class MelodiaTokenizer:
 
         music = self.strip_controls(ids)
         seq = TokSequence(ids=music, are_ids_encoded=self.is_trained)
-        return self.remi.decode(seq)
+        score = self.remi.decode(seq)
+        shift = self.decode_shift(ids)
+        return transpose_score(score, shift) if shift else score
+
+    def decode_shift(self, ids: Sequence[int]) -> int:
+        """Semitones :meth:`decode` moves a sequence's notes: key-normalised, from C to the tonic
+        of the sequence's KEY_ token (position 2); else 0. Example: ``tok.decode_shift(ids)``."""
+        if not self.key_normalised or len(ids) < 3 or int(ids[0]) != BOS_ID:
+            return 0
+        name = self.id_to_token(int(ids[2])) if int(ids[2]) >= self.base_size else ""
+        if not name.startswith("KEY_"):
+            return 0
+        from .moods import key_from_token_name, tonic_shift
+
+        return tonic_shift(key_from_token_name(name))
 
     def count_errors(self, ids: Sequence[int]) -> float:
         """MidiTok's token-type error rate of a sequence (0.0 = fully valid).
@@ -319,6 +357,48 @@ _WORKER_TOK: "miditok.REMI | None" = None
 _WORKER_MTOK: "MelodiaTokenizer | None" = None
 
 
+def transpose_score(score: "symusic.Score", semitones: int) -> "symusic.Score":
+    """A copy with every pitched note moved by ``semitones`` (drums stay); a note that would
+    leave MIDI's 0-127 moves by octaves back inside. Example: ``up = transpose_score(s, 2)``."""
+    out = score.copy()
+    for tr in out.tracks:
+        if tr.is_drum or not semitones:
+            continue
+        for nt in tr.notes:
+            p = nt.pitch + semitones
+            while p > 127:
+                p -= 12
+            while p < 0:
+                p += 12
+            nt.pitch = p
+    return out
+
+
+def pitch_shift_table(remi, semitones: int) -> "np.ndarray":
+    """Base-id lookup that moves every ``Pitch_`` token by ``semitones`` (by octaves back into
+    the tokenizer's pitch range where it would leave it); other ids map to themselves.
+
+    Example: ``ids = pitch_shift_table(tok.remi, -3)[ids]``
+    """
+    import numpy as np
+
+    vocab = remi.vocab
+    table = np.arange(len(vocab), dtype=np.int64)
+    pitches = {int(t[6:]): i for t, i in vocab.items() if t.startswith("Pitch_")}
+    lo, hi = min(pitches), max(pitches)
+    for p, i in pitches.items():
+        q = p + semitones
+        while q > hi:
+            q -= 12
+        while q < lo:
+            q += 12
+        table[i] = pitches[q]
+    return table
+
+
+_SHIFT_TABLES: dict = {}  # per worker process: semitones -> pitch_shift_table
+
+
 def _base_worker_init(tok_json: str | None) -> None:
     global _WORKER_TOK, _WORKER_MTOK
     if tok_json is None:
@@ -350,7 +430,7 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     """Worker: one piece → its chunks (uint16 arrays with controls and EOS), or an error."""
     import numpy as np
 
-    path, ids, prefix, max_len = job
+    path, ids, prefix, max_len, shift = job
     tok = _WORKER_MTOK
     assert tok is not None
     if ids is None:
@@ -360,6 +440,11 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     if len(ids) == 0:
         return path, "no tokens"
     remi = tok.remi
+    if shift:  # key-normalised: the piece's tonic onto C
+        table = _SHIFT_TABLES.get(shift)
+        if table is None:
+            table = _SHIFT_TABLES[shift] = pitch_shift_table(remi, shift)
+        ids = table[ids]
     budget = max_len - len(prefix) - 1 - 4  # 4: room for the tempo re-stated at a chunk start
     bars = split_bars(ids, remi.vocab["Bar_None"])
     encoded = encode_bars(tok, bars)  # BPE never crosses a bar line: a chunk's ids are its bars' ids
@@ -464,11 +549,14 @@ def restate_tempo(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray"
 
 def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB,
                     max_len: int = DEFAULT_MAX_LEN, workers: int | None = None, progress: bool = True,
-                    tokenizer: "MelodiaTokenizer | str | os.PathLike | None" = None) -> TokenizeSummary:
+                    tokenizer: "MelodiaTokenizer | str | os.PathLike | None" = None,
+                    key_normalise: bool | None = None) -> TokenizeSummary:
     """Tokenize a corpus folder into shards (see docs/ARCHITECTURE.md for the layout).
 
     With ``tokenizer`` (a trained tokenizer or its path, e.g. a base model's for fine-tuning)
     BPE is not retrained; moods and tags it lacks are appended as new control tokens.
+    ``key_normalise`` writes every piece with its tonic on C and the key token of its mode on C
+    (default: on for a new tokenizer, the given tokenizer's own setting otherwise).
 
     Example:
         >>> s = tokenize_corpus("C", "T", vocab_size=4000); s.tokens["train"]
@@ -494,6 +582,9 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
         tok.add_controls([f"MOOD_{m}" for m in user_moods] + [f"TAG_{t}" for t in tags])
     else:
         tok = MelodiaTokenizer.new(user_moods, tags)
+        tok.key_normalised = True
+    if key_normalise is not None:
+        tok.key_normalised = bool(key_normalise)
 
     # 1. BPE on the train split (base ids on all cores; bars never merge across bars)
     paths = [str(corpus_dir / r["file"]) for r in rows]
@@ -512,19 +603,22 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     # 2. chunks: whole bars, at most max_len ids with controls and EOS (all cores)
     out.mkdir(parents=True, exist_ok=True)
     tok_path = tok.save(out / TOKENIZER_FILE)
-    jobs = [(p, base.pop(p, None), tok.controls_prefix(r["mood"], r["key"], r.get("tags", [])), max_len)
-            for p, r in zip(paths, rows)]
+    from .moods import tonic_shift
+
+    shifts = [-tonic_shift(r["key"]) if tok.key_normalised and r.get("key") else 0 for r in rows]
+    jobs = [(p, base.pop(p, None), tok.controls_prefix(r["mood"], tok.key_for_model(r.get("key")), r.get("tags", [])),
+             max_len, sh) for p, r, sh in zip(paths, rows, shifts)]
     per_split: dict[str, list] = {"train": [], "valid": [], "test": []}
     index_chunks: list[dict] = []
     truncated = 0
-    for (path, res), r in zip(_pool_map(_chunk_piece, jobs, workers, _base_worker_init, (str(tok_path),),
-                                        "tokenize", progress), rows):
+    for (path, res), r, sh in zip(_pool_map(_chunk_piece, jobs, workers, _base_worker_init, (str(tok_path),),
+                                            "tokenize", progress), rows, shifts):
         if isinstance(res, str):
             failed.append({"file": path, "reason": res})
             continue
         chunks, n_trunc = res
         truncated += n_trunc
-        per_split[r["split"]].extend((c, r) for c in chunks)
+        per_split[r["split"]].extend((c, {**r, "shift": sh}) for c in chunks)
 
     # 3. shards
     for old in out.glob("*-[0-9][0-9][0-9].npy"):
@@ -545,7 +639,8 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
             off = 0
             for s, r in buf:
                 index_chunks.append({"shard": len(shards), "offset": off, "length": int(len(s)), "piece": r["id"],
-                                     "split": split, "mood": r["mood"], "key": r["key"], "tags": r.get("tags", [])})
+                                     "split": split, "mood": r["mood"], "key": r["key"], "shift": r["shift"],
+                                     "tags": r.get("tags", [])})
                 off += len(s)
             shards.append({"file": name, "split": split, "tokens": int(len(arr))})
             shard_no, buf, buf_len = shard_no + 1, [], 0
@@ -559,6 +654,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
 
     index = {
         "format": 1, "vocab_size": tok.vocab_size, "base_vocab_size": tok.base_size, "max_len": max_len,
+        "key_normalised": tok.key_normalised,
         "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
         "mood_ids": {c[5:]: tok.control_id(c) for c in tok.controls if c.startswith("MOOD_")},
         "key_ids": {("any" if c == "KEY_any" else _key_name(c)): tok.control_id(c) for c in tok.controls if c.startswith("KEY_")},

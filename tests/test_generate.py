@@ -464,3 +464,45 @@ def test_in_the_last_bar_a_wish_for_another_bar_ends_the_piece(tok, trained):
                 break
             assert g.advance(st, g.vocab.seqs[i])
         assert st.bar == 3
+
+
+# --------------------------------------------------------------------------- key-normalised models
+def _pitched(score) -> list[tuple[int, int, int]]:
+    return sorted((n.time, n.pitch, n.duration) for tr in score.tracks if not tr.is_drum for n in tr.notes)
+
+
+def test_key_normalised_model_reads_c_and_the_notes_land_in_the_key(tok, trained):
+    """A key-normalised tokenizer: the model sees KEY_C_minor for "E minor" and writes on C; the
+    ids it returns name E minor, and decoding moves every note up 4 semitones into E minor."""
+    from dataclasses import replace
+
+    ntok = replace(tok, key_normalised=True)
+    norm, plain = Generator(trained, ntok), Generator(trained, tok)
+    cfg = GenerationConfig(bars=3, mood="sad", key="E minor", n=2, seed=5)
+    assert norm._controls(cfg)[0][2] == ntok.key_id("C minor")
+    e_minor = {(4 + s) % 12 for s in (0, 2, 3, 5, 7, 8, 10, 11)}
+    as_c = plain.generate(replace(cfg, key="C minor"))  # the very same model input
+    for ids, c_ids in zip(norm.generate(cfg), as_c):
+        assert ids[2] == ntok.key_id("E minor") and ids[3:] == c_ids[3:]
+        got, written = _pitched(ntok.decode(ids)), _pitched(tok.decode(c_ids))
+        assert got and {p % 12 for _, p, _ in got} <= e_minor
+        assert got == sorted((t, p + 4, d) for t, p, d in written)
+
+
+def test_key_normalised_continuation_moves_the_prompt_to_c_and_back(tok, trained):
+    from dataclasses import replace
+
+    from melodia.moods import estimate_key, key_in_c, tonic_shift
+    from melodia.tokenizer import transpose_score
+
+    ntok = replace(tok, key_normalised=True)
+    prompt = made_up_piece(4, 4, 4, bars=4)  # natural minor on E
+    key = estimate_key(prompt).name
+    shift = tonic_shift(key)
+    assert shift != 0
+    cfg = GenerationConfig(n=2, seed=9, mood="tense")
+    got = Generator(trained, ntok).continue_from(prompt, bars=2, cfg=cfg, include_prompt=False)
+    by_hand = Generator(trained, tok).continue_from(transpose_score(prompt, -shift), bars=2,
+                                                    cfg=replace(cfg, key=key_in_c(key)), include_prompt=False)
+    for a, b in zip(got, by_hand):
+        assert _pitched(a) and _pitched(a) == sorted((t, p + shift, d) for t, p, d in _pitched(b))

@@ -251,6 +251,19 @@ def test_estimate_key_follows_transposition_and_ignores_drums():
     assert estimate_key(with_drums) == estimate_key(base)
 
 
+def test_tonic_shift_and_key_in_c():
+    from melodia.moods import key_in_c, tonic_shift
+
+    assert [tonic_shift(k) for k in ("C major", "Db major", "F# major", "G major", "B major")] == [0, 1, 6, -5, -1]
+    assert (tonic_shift("A minor"), tonic_shift("Bbm"), tonic_shift("any")) == (-3, -2, 0)
+    assert (key_in_c("A minor"), key_in_c("Eb major"), key_in_c("any")) == ("C minor", "C major", "any")
+    # moving C by the shift lands on the tonic, and the piece never moves more than a tritone
+    for k in KEY_NAMES:
+        assert (tonic_shift(k) % 12) == KEY_NAMES.index(k) % 12 and -5 <= tonic_shift(k) <= 6
+    minor = make_score(scale_and_cadence(A_HARMONIC_MINOR, MINOR_CHORDS))
+    assert estimate_key(minor.shift_pitch(-tonic_shift("A minor"))).name == "C minor"
+
+
 def test_estimate_key_without_pitched_notes():
     with pytest.raises(BadInputError, match="no pitched notes"):
         estimate_key(make_score([], drums=[(0, 1, 36, 100)]))

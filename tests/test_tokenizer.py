@@ -29,7 +29,8 @@ def test_shards_layout_and_controls(small_shards):
     for c, ids in _chunks(small_shards):
         assert ids.dtype == np.uint16 and len(ids) <= index["max_len"]
         assert ids[0] == BOS_ID and ids[-1] == EOS_ID
-        assert ids[1] == index["mood_ids"][c["mood"]] and ids[2] == index["key_ids"][c["key"]]
+        # the model reads the key's mode on C (pieces are written with their tonic on C)
+        assert ids[1] == index["mood_ids"][c["mood"]] and ids[2] == index["key_ids"][tok.key_for_model(c["key"])]
         # controls only at the front: BPE never produced or merged them
         assert (ids[3:] < tok.base_size).all()
         n += 1
@@ -49,6 +50,53 @@ def test_every_chunk_decodes_without_errors_and_keeps_tempo(small_shards):
             assert len(score.tempos) and score.tempos[0].time == 0
         prev_piece = c["piece"]
     assert later_chunks > 0  # the POP909 songs are longer than one chunk
+
+
+def test_key_normalised_shards_put_every_tonic_on_c(small_shards):
+    from melodia.corpus import load_manifest
+    from melodia.moods import estimate_key, tonic_shift
+
+    index = json.loads((small_shards / "index.json").read_text())
+    tok = MelodiaTokenizer.load(small_shards / "tokenizer.json")
+    assert tok.key_normalised and index["key_normalised"]
+    on_c = {tok.key_id("C major"), tok.key_id("C minor")}
+    rows = {r["id"]: r for r in load_manifest(small_shards.parent / "C")}
+    seen = set()
+    for c, ids in _chunks(small_shards):
+        assert ids[2] in on_c and c["shift"] == -tonic_shift(c["key"])
+        if c["piece"] in seen or rows[c["piece"]]["source"] != "midi":
+            continue
+        seen.add(c["piece"])
+        # the made-up pieces are plainly tonal: moved to C, their key is read as C major / C minor
+        assert estimate_key(tok.decode(ids.tolist())).name == tok.key_for_model(c["key"])
+    assert len(seen) == 12 and {rows[p]["key"] for p in seen} != {"C major", "C minor"}
+
+
+def test_encode_piece_with_a_key_decodes_back_to_that_key(small_shards):
+    tok = MelodiaTokenizer.load(small_shards / "tokenizer.json")
+    score = symusic.Score(str(POP909 / "002" / "002.mid"))
+    def notes(ids):
+        return sorted(map(tuple, note_table(tok.decode(ids)).tolist()))
+
+    plain = notes(tok.encode_piece(score))
+    for key in ("A minor", "F# major", "Eb major"):
+        ids = tok.encode_piece(score, mood="calm", key=key)
+        assert ids[2] == tok.key_id(key) and tok.decode_shift(ids) != 0
+        assert notes(ids[:2] + [tok.key_id("C major")] + ids[3:]) != plain  # as the model reads it: on C
+        assert notes(ids) == plain  # decode moves the notes back to the key
+
+
+def test_tokenize_cli_keeps_own_keys_when_asked(small_shards, tmp_path):
+    out = tmp_path / "T"
+    assert main(["tokenize", "--corpus", str(small_shards.parent / "C"), "--out", str(out), "--vocab", "600",
+                 "--no-key-normalise", "--quiet", "--workers", "1"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    tok = MelodiaTokenizer.load(out / "tokenizer.json")
+    assert not tok.key_normalised and not index["key_normalised"]
+    for c, ids in _chunks(out):
+        assert ids[2] == tok.key_id(c["key"]) and c["shift"] == 0
+    ids = tok.encode_piece(symusic.Score(str(POP909 / "002" / "002.mid")), key="A minor")
+    assert tok.decode_shift(ids) == 0
 
 
 def test_tokenizer_json_round_trip(small_shards, tmp_path):
