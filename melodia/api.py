@@ -645,8 +645,9 @@ class Composer:
         ``meter`` describe a notes prompt (default 120 qpm, 4/4); a MIDI, Piece or Score prompt
         brings its own, and giving them then is an error. The new bars keep the prompt's last
         tempo and meter. With ``include_prompt`` (default) each piece holds the prompt unchanged
-        followed by the new bars; without it, only the new bars, starting at beat 0. Other
-        arguments as in :meth:`generate`.
+        followed by the new bars; without it, only the new bars, starting at beat 0. ``key``
+        None means the prompt's own key (estimated from its notes; the pieces' ``key`` says
+        which). Other arguments as in :meth:`generate`.
 
         Example:
             >>> more = c.continue_from("my_clip.mid", bars=4, mood="tense", include_prompt=False)
@@ -655,6 +656,13 @@ class Composer:
         if not isinstance(include_prompt, bool):
             raise BadInputError(f"include_prompt must be true or false, got {include_prompt!r}")
         score = self._prompt_score(prompt, tempo, meter)
+        if key is None:  # the prompt's own key: the new bars are written in it, and the pieces say so
+            from .moods import estimate_key
+
+            try:
+                key = estimate_key(score).name
+            except BadInputError:  # a drums-only prompt has no key
+                pass
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key,
                            instruments=instruments, tags=tuple(tags), n=n, seed=seed, temperature=temperature,
                            guidance=guidance, top_k=top_k, top_p=top_p)

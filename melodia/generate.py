@@ -1027,6 +1027,9 @@ class Generator:
     def generate(self, cfg: GenerationConfig | None = None, **overrides: Any) -> list[list[int]]:
         """``cfg.n`` sequences of token ids (controls, music, EOS), each exactly ``cfg.bars`` bars.
 
+        The controls name the key asked for (or the mood's default key); for a key-normalised
+        tokenizer the music is written on C and ``tok.decode`` moves it to that key.
+
         Example: ``ids = gen.generate(GenerationConfig(bars=8, mood="calm"), seed=1)``
         """
         cfg = _with(cfg, overrides)

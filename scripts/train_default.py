@@ -186,6 +186,7 @@ def stage_export(a) -> None:
     src = a.work / "run" / "model"
     model, meta = load_model_dir(src)
     val, last = _final_val(a.work / "run")
+    val0, last0 = _final_val(a.work / "run0") if (a.work / "run0" / "metrics.jsonl").exists() else (None, {})
     val10, _ = _final_val(a.work / "run_tenth") if (a.work / "run_tenth").exists() else (None, {})
     moods = json.loads((a.work / "moods.json").read_text()) if (a.work / "moods.json").exists() else None
     index = json.loads((a.work / "T" / "index.json").read_text())
@@ -202,7 +203,8 @@ def stage_export(a) -> None:
         "val_loss": val, "val_loss_tenth_steps": val10, "moods": moods,
         "corpus": {"pieces": report["pieces"], "sources": ["music21 corpus", "POP909"],
                    "train_tokens": index["splits"]["train"]["tokens"]},
-        "trained": last, "hardware": a.hardware or f"{platform.processor() or platform.machine()}, CPU",
+        "trained": last, "pretrained": {**last0, "val_loss": val0} if last0 else None,
+        "hardware": a.hardware or f"{platform.processor() or platform.machine()}, CPU",
     }
     out = Path(a.out)
     tmp = out.parent / (out.name + ".new")
@@ -222,7 +224,17 @@ def stage_export(a) -> None:
 
 def model_card(meta, params, moods, val, val10, index, report, a) -> str:
     tr = meta["default_model"]["trained"]
+    pre = meta["default_model"].get("pretrained") or {}
     t = meta.get("training") or {}  # the run's own settings, as its model directory recorded them
+    t0 = index_tokens0 = None
+    if (a.work / "T0" / "index.json").exists():
+        index_tokens0 = json.loads((a.work / "T0" / "index.json").read_text())["splits"]["train"]["tokens"]
+    if pre:
+        t0 = (f"**1. Pretraining** on the pieces in their own keys (stage `pretrain`): {pre.get('step', '?')} steps "
+              f"from scratch, {pre.get('tokens', 0):,} target tokens"
+              + (f" ({pre.get('tokens', 0) / index_tokens0:.2f} epochs)" if index_tokens0 else "")
+              + f", {pre.get('time_s', '?')} s; validation loss {pre['val_loss']:.3f} nats/token on its own"
+              f" shards.\n\n**2. Training on the pieces moved to C** (stage `train`), from those weights:\n\n")
     listen = Path(a.listening).read_text(encoding="utf-8") if a.listening else "_Not yet done._"
     limits = Path(a.limits).read_text(encoding="utf-8") if a.limits else "_Not written._"
     epochs = tr.get("tokens", 0) / max(1, index["splits"]["train"]["tokens"])
@@ -244,14 +256,16 @@ Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
 
 ## Training
 
-* Hardware: {meta['default_model']['hardware']}.
-* Steps: {tr.get('step', '?')} × {t.get('batch_size', '?')} chunks of ≤ {a.max_len} tokens (packed into rows);
+Hardware: {meta['default_model']['hardware']}.
+
+{t0 or ''}* Steps: {tr.get('step', '?')} × {t.get('batch_size', '?')} chunks of ≤ {a.max_len} tokens (packed into rows);
   AdamW, peak lr {t.get('lr', '?')}, {t.get('warmup', '?')} warm-up steps then cosine; conditioning
   dropout {t.get('cond_dropout', '?')} (for classifier-free guidance).
 * Target tokens seen: {tr.get('tokens', '?'):,} ({epochs:.2f} epochs of the training split); wall time of
   the training run: {tr.get('time_s', '?')} s.
 * Validation loss: {val if val is None else f'{val:.3f}'} nats/token (best); the same preset trained
-  for a tenth of the steps: {val10 if val10 is None else f'{val10:.3f}'} nats/token.
+  from scratch on the same shards for a tenth of all the steps: {val10 if val10 is None else f'{val10:.3f}'}
+  nats/token.
 
 ## Mood control (measured by the script)
 

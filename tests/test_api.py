@@ -259,8 +259,15 @@ def test_continue_from_file_piece_and_notes(composer, calm_pieces, tmp_path):
     path = prompt.save(tmp_path / "prompt.mid")
     more = composer.continue_from(path, bars=2, mood="tense", n=2, seed=3)
     assert len(more) == 2
+    from melodia.moods import KEY_NAMES, estimate_key
+
+    key = estimate_key(prompt.to_score()).name  # no key given: the prompt's own
+    tonic, minor = KEY_NAMES.index(key) % 12, key.endswith("minor")
+    scale = {(tonic + s) % 12 for s in ((0, 2, 3, 5, 7, 8, 10, 11) if minor else (0, 2, 4, 5, 7, 9, 11))}
     for m in more:
-        assert m.bars == prompt.bars + 2 and m.mood == "tense"
+        assert m.bars == prompt.bars + 2 and m.mood == "tense" and m.key == key
+        new = [n.pitch % 12 for n in m.notes if n.start_beat >= prompt.length_beats and n.program >= 0]
+        assert new and set(new) <= scale  # written on C by the key-normalised model, moved back into the key
         assert _musical(prompt.notes) == _musical([n for n in m.notes if n.start_beat < prompt.length_beats])
         assert any(n.start_beat >= prompt.length_beats for n in m.notes)
     # a Piece prompt, new bars only: they start at beat 0
