@@ -1278,6 +1278,18 @@ def default_model_dir() -> Path:
     return Path(__file__).parent / "weights" / "default"
 
 
+def _shown_path(path: Path) -> str:
+    """How a report names a folder: the shipped model as ``default``, a folder under the
+    working directory relative to it (a report copied elsewhere names no build machine's
+    paths), anything else as given."""
+    try:
+        if path.resolve() == default_model_dir().resolve():
+            return "default"
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (OSError, ValueError):
+        return str(path)
+
+
 def _corpus_from_meta(model_dir: Path, meta: Mapping[str, Any]) -> Path:
     """The corpus the model was trained on: melodia.json's shards folder -> its index.json."""
     import json
@@ -1498,7 +1510,7 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
 
     result: dict[str, Any] = {
         "format": 1,
-        "settings": {"model": str(model_dir), "corpus": str(corpus), "n": n, "seed": seed,
+        "settings": {"model": _shown_path(model_dir), "corpus": _shown_path(corpus), "n": n, "seed": seed,
                      "bars": bars, "max_tokens": max_tokens, "guidance": guidance,
                      "version": __version__,
                      "preset": meta.get("preset"), "threads": _threads()},

@@ -599,3 +599,14 @@ def test_groove_consistency_with_an_onset_in_the_final_bar_start():
         t.notes.append(symusic.Note(bar * 1920, 480, 60, 80))
     s.tracks.append(t)
     assert groove_consistency(s) == 1.0  # three identical bars, the last one starting at its onset
+
+
+def test_report_names_folders_without_build_paths(tmp_path, monkeypatch):
+    from melodia.evaluate import _shown_path, default_model_dir
+
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert _shown_path(default_model_dir()) == "default"
+    assert _shown_path(tmp_path / "runs" / "a") == "runs/a" and _shown_path(Path("runs/a")) == "runs/a"
+    elsewhere = tmp_path.parent
+    assert _shown_path(elsewhere) == str(elsewhere)  # outside the working directory: as given
