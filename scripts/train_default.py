@@ -17,8 +17,9 @@ Stages (``--stages``, default all, in this order; each reads what the one before
                  there is one: the shards need only torch + numpy)
 * ``baseline`` — the same preset from scratch on WORK/T for a tenth of all the steps
                  (pretrain + train), into WORK/run_tenth
-* ``moods``    — 32 samples of 16 bars per mood; the mood estimator's agreement and the
-                 happy/sad feature shifts (printed as a table, kept for the card)
+* ``moods``    — 32 samples of 16 bars per mood from the weights rounded to bfloat16 (as they
+                 ship); the mood estimator's agreement and the happy/sad feature shifts
+                 (printed as a table, kept for the card)
 * ``export``   — weights in bfloat16, tokenizer.json, melodia.json and MODEL_CARD.md into
                  ``melodia/weights/default/`` (≤ 16 MB)
 
@@ -139,6 +140,11 @@ def stage_moods(a) -> None:
 
     model_dir = a.work / "run" / "model"
     model, meta = load_model_dir(model_dir)
+    import torch
+
+    with torch.no_grad():  # measure the weights that ship: rounded to bfloat16 as export writes them
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(p.dtype))
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
     gen = Generator(model, tok, default_programs=default_programs(a.work))
     est = MoodEstimator()
@@ -269,7 +275,8 @@ Hardware: {meta['default_model']['hardware']}.
 
 ## Mood control (measured by the script)
 
-32 samples of 16 bars per requested mood, default settings; the mood estimator's verdict:
+32 samples of 16 bars per requested mood from the shipped (bfloat16) weights, default settings; the mood
+estimator's verdict:
 
 {mood_table_md(moods) if moods else '_Not measured._'}
 
