@@ -871,14 +871,9 @@ def _prefix_for(tok: "MelodiaTokenizer", row: Mapping[str, Any]) -> list[int]:
 
 
 def _model_shift(tok: "MelodiaTokenizer", row: Mapping[str, Any]) -> int:
-    """Semitones that bring a corpus row's piece to what the model reads (key-normalised: its
-    tonic onto C, as in training; else 0)."""
-    if not tok.key_normalised or not row.get("key"):
-        return 0
-    from .moods import tonic_shift
-
+    """``tok.model_shift`` of a corpus row's key; 0 for a key the tokenizer cannot read."""
     try:
-        return -tonic_shift(str(row["key"]))
+        return tok.model_shift(row.get("key"))
     except MelodiaError:
         return 0
 

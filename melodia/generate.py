@@ -1112,12 +1112,10 @@ class Generator:
             except BadInputError:  # a drums-only prompt has no key
                 pass
         # a key-normalised model reads the prompt with the key's tonic on C; its notes move back
-        shift = 0
-        if self.tok.key_normalised and cfg.key is not None:
-            from .moods import tonic_shift
+        shift = -self.tok.model_shift(cfg.key)
+        if shift:
             from .tokenizer import pitch_shift_table
 
-            shift = tonic_shift(cfg.key)
             base = pitch_shift_table(remi, -shift)[base]
         bar_id = remi.vocab["Bar_None"]
         all_bars = split_bars(base, bar_id)

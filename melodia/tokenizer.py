@@ -254,6 +254,15 @@ class MelodiaTokenizer:
 
         return key_in_c(key)
 
+    def model_shift(self, key: str | None) -> int:
+        """Semitones that move a piece in ``key`` to what the model reads: key-normalised, its
+        tonic onto C; else (or with no key) 0. Example: ``tok.model_shift("A minor")  # 3``"""
+        if not self.key_normalised or not key:
+            return 0
+        from .moods import tonic_shift
+
+        return -tonic_shift(key)
+
     def encode_score(self, score: "symusic.Score", shift: int = 0) -> list[int]:
         """REMI(+BPE) ids of a score, no controls; ``shift`` transposes its pitched notes first
         (semitones; drums stay). Example: ``ids = tok.encode_score(score)``."""
@@ -268,12 +277,7 @@ class MelodiaTokenizer:
                      tags: Sequence[str] = ()) -> list[int]:
         """A whole sequence: controls, the score's ids, EOS. Key-normalised, the notes are written
         with ``key``'s tonic on C (decode moves them back). Example: ``tok.encode_piece(s, "calm")``."""
-        shift = 0
-        if self.key_normalised and key is not None:
-            from .moods import tonic_shift
-
-            shift = -tonic_shift(key)
-        return self.controls_prefix(mood, key, tags) + self.encode_score(score, shift) + [EOS_ID]
+        return self.controls_prefix(mood, key, tags) + self.encode_score(score, self.model_shift(key)) + [EOS_ID]
 
     def strip_controls(self, ids: Sequence[int]) -> list[int]:
         """Drop special and control ids, keeping the music. Example: ``tok.strip_controls(ids)``."""
@@ -603,9 +607,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     # 2. chunks: whole bars, at most max_len ids with controls and EOS (all cores)
     out.mkdir(parents=True, exist_ok=True)
     tok_path = tok.save(out / TOKENIZER_FILE)
-    from .moods import tonic_shift
-
-    shifts = [-tonic_shift(r["key"]) if tok.key_normalised and r.get("key") else 0 for r in rows]
+    shifts = [tok.model_shift(r.get("key")) for r in rows]
     jobs = [(p, base.pop(p, None), tok.controls_prefix(r["mood"], tok.key_for_model(r.get("key")), r.get("tags", [])),
              max_len, sh) for p, r, sh in zip(paths, rows, shifts)]
     per_split: dict[str, list] = {"train": [], "valid": [], "test": []}
