@@ -408,18 +408,9 @@ class Piece:
 
         Example: ``piece.to_music21().analyze("key")``
         """
-        import symusic
-        from music21 import midi as m21midi
+        from .render import to_music21
 
-        score = self._score
-        if len(score.tracks) > 1 and len(score.tracks[0].notes):
-            # symusic writes tempo/meter into the first track; music21 shares them with every
-            # part only when that track is a note-free conductor track
-            score = score.copy()
-            score.tracks.insert(0, symusic.Track(name="conductor"))
-        mf = m21midi.MidiFile()
-        mf.readstr(bytes(score.dumps_midi()))
-        return m21midi.translate.midiFileToStream(mf, quantizePost=quantize, quarterLengthDivisors=(4, 3))
+        return to_music21(self._score, quantize=quantize)
 
     def to_dict(self, include_midi: bool = True) -> dict[str, Any]:
         """A JSON-ready summary: notes, bars, tempo, meter, mood, key, seed, lengths and (unless

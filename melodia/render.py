@@ -35,6 +35,7 @@ from .fileio import atomic_write, write_bytes
 from .midifile import load_score
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import music21
     import numpy as np
     import symusic
 
@@ -152,6 +153,7 @@ def _synth_midi(score: "symusic.Score", gain: float, tail_s: float) -> bytes:
     """MIDI bytes for the synthesizer: a marker ``tail_s`` past the end (so the synthesizer
     renders the release), and every channel's expression (CC11) scaled so its gain is
     ``gain`` (rustysynth's gain goes as the square of CC7 x CC11)."""
+    import music21
     import symusic
 
     s = score.copy()
@@ -324,6 +326,27 @@ def render_wav(score: "ScoreLike", path: str | os.PathLike,
 
 # ----------------------------------------------------------------------------- MusicXML
 
+def to_music21(score: "symusic.Score", quantize: bool = True) -> "music21.stream.Score":
+    """A ``symusic.Score`` as a ``music21`` score: one part per track, tempo, meter and key
+    signature shared by every part, quantized to sixteenths and triplet eighths unless
+    ``quantize=False``. Exceptions are music21's own.
+
+    Example: ``to_music21(symusic.Score("song.mid")).analyze("key")``
+    """
+    import music21
+    import symusic
+    from music21 import midi as m21midi
+
+    if len(score.tracks) > 1 and len(score.tracks[0].notes):
+        # symusic writes tempo, time and key signatures into the first track; music21 only
+        # shares them with every part when that track is a note-free conductor track.
+        score = score.copy()
+        score.tracks.insert(0, symusic.Track(name="conductor"))
+    mf = m21midi.MidiFile()
+    mf.readstr(bytes(score.dumps_midi()))
+    return m21midi.translate.midiFileToStream(mf, quantizePost=quantize, quarterLengthDivisors=(4, 3))
+
+
 def render_musicxml(score: "ScoreLike", path: str | os.PathLike, force: bool = True,
                     title: str | None = None) -> Path:
     """Write ``score`` as MusicXML (``.musicxml``/``.xml``, or compressed ``.mxl``) via music21.
@@ -341,22 +364,11 @@ def render_musicxml(score: "ScoreLike", path: str | os.PathLike, force: bool = T
     _check_target(path, force)
     label = _label(score)
     score = load_score(score, label)
-    if len(score.tracks) > 1 and len(score.tracks[0].notes):
-        # symusic writes tempo, time and key signatures into the first track; music21 only
-        # shares them with every part when that track is a note-free conductor track.
-        import symusic
-
-        score = score.copy()
-        score.tracks.insert(0, symusic.Track(name="conductor"))
-    midi = score.dumps_midi()
     try:
-        from music21 import metadata, midi as m21midi
+        from music21 import metadata
         from music21.musicxml.m21ToXml import GeneralObjectExporter
 
-        mf = m21midi.MidiFile()
-        mf.readstr(midi)
-        stream = m21midi.translate.midiFileToStream(mf, quantizePost=True,
-                                                    quarterLengthDivisors=(4, 3))
+        stream = to_music21(score)
         if title:
             if stream.metadata is None:
                 stream.insert(0, metadata.Metadata())
