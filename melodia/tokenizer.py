@@ -431,10 +431,15 @@ def _base_ids(path: str) -> tuple[str, "np.ndarray | str"]:
 
 
 def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
-    """Worker: one piece → its chunks (uint16 arrays with controls and EOS), or an error."""
+    """Worker: one piece → its chunks (uint16 arrays with controls and EOS), the number of
+    truncated bars and each chunk's mood (None where the piece's own label is kept), or an error.
+
+    ``tempo_known`` is None to keep the prefix's mood on every chunk; True/False to estimate
+    each chunk's mood from its own notes (in the piece's own key and with the tempo in force).
+    """
     import numpy as np
 
-    path, ids, prefix, max_len, shift = job
+    path, ids, prefix, max_len, shift, tempo_known = job
     tok = _WORKER_MTOK
     assert tok is not None
     if ids is None:
@@ -444,6 +449,7 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     if len(ids) == 0:
         return path, "no tokens"
     remi = tok.remi
+    own_bars = split_bars(ids, remi.vocab["Bar_None"]) if tempo_known is not None else None
     if shift:  # key-normalised: the piece's tonic onto C
         table = _SHIFT_TABLES.get(shift)
         if table is None:
@@ -459,7 +465,7 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
         tempo_at_bar.append(tempo)
         if flags.any():
             tempo = int(b[np.flatnonzero(flags)[-1]])
-    chunks, cur, truncated = [], [], 0
+    chunks, cur, truncated, firsts = [], [], 0, []
     cur_len = 0
     for bi, (b, e) in enumerate(zip(bars, encoded)):
         if len(e) > budget:  # one absurdly dense bar: keep its first notes only
@@ -469,6 +475,8 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
         if cur and cur_len + len(e) > budget:
             chunks.append(cur)
             cur, cur_len = [], 0
+        if not cur:
+            firsts.append(bi)
         if not cur and bi > 0:
             restated = restate_tempo(b, tempo_at_bar[bi], remi)
             if restated is not b:
@@ -477,11 +485,29 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
         cur_len += len(e)
     if cur:
         chunks.append(cur)
-    out = []
-    for c in chunks:
+    out, moods = [], []
+    for k, c in enumerate(chunks):
         music = [i for e in c for i in e][: max_len - len(prefix) - 1]
-        out.append(np.asarray(list(prefix) + music + [EOS_ID], dtype=np.uint16))
-    return path, (out, truncated)
+        head = list(prefix)
+        mood = None
+        if own_bars is not None:  # the chunk's mood from its own notes, in the piece's own key
+            first, end = firsts[k], firsts[k] + len(c)
+            own = [restate_tempo(own_bars[first], tempo_at_bar[first], remi)] + own_bars[first + 1:end]
+            mood = _passage_mood(remi, np.concatenate(own), tempo_known)
+            head[1] = tok.mood_id(mood)
+        moods.append(mood)
+        out.append(np.asarray(head + music + [EOS_ID], dtype=np.uint16))
+    return path, (out, truncated, moods)
+
+
+def _passage_mood(remi, base_ids: "np.ndarray", tempo_known: bool) -> str:
+    """The estimated mood (moods.MoodEstimator) of a passage given as REMI base ids."""
+    from miditok import TokSequence
+
+    from .moods import MoodEstimator
+
+    score = remi.decode(TokSequence(ids=[int(i) for i in base_ids], are_ids_encoded=False))
+    return MoodEstimator().estimate(score, tempo_known=tempo_known).mood
 
 
 def _pool_map(fn, items: list, workers: int, init, initargs: tuple, desc: str, progress: bool):
@@ -554,13 +580,17 @@ def restate_tempo(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray"
 def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB,
                     max_len: int = DEFAULT_MAX_LEN, workers: int | None = None, progress: bool = True,
                     tokenizer: "MelodiaTokenizer | str | os.PathLike | None" = None,
-                    key_normalise: bool | None = None) -> TokenizeSummary:
+                    key_normalise: bool | None = None, chunk_moods: bool = True) -> TokenizeSummary:
     """Tokenize a corpus folder into shards (see docs/ARCHITECTURE.md for the layout).
 
     With ``tokenizer`` (a trained tokenizer or its path, e.g. a base model's for fine-tuning)
     BPE is not retrained; moods and tags it lacks are appended as new control tokens.
     ``key_normalise`` writes every piece with its tonic on C and the key token of its mode on C
     (default: on for a new tokenizer, the given tokenizer's own setting otherwise).
+    ``chunk_moods``: a piece whose mood was estimated (no label from labels.csv or a folder)
+    gives each chunk the mood estimated from that chunk's own notes, so the MOOD token
+    describes the passage the model reads (a song's verse and chorus can differ); labelled
+    pieces keep their label on every chunk. False: every chunk carries its piece's mood.
 
     Example:
         >>> s = tokenize_corpus("C", "T", vocab_size=4000); s.tokens["train"]
@@ -609,7 +639,8 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     tok_path = tok.save(out / TOKENIZER_FILE)
     shifts = [tok.model_shift(r.get("key")) for r in rows]
     jobs = [(p, base.pop(p, None), tok.controls_prefix(r["mood"], tok.key_for_model(r.get("key")), r.get("tags", [])),
-             max_len, sh) for p, r, sh in zip(paths, rows, shifts)]
+             max_len, sh, bool(r.get("tempo_known", True)) if chunk_moods and r.get("mood_source") == "estimated" else None)
+            for p, r, sh in zip(paths, rows, shifts)]
     per_split: dict[str, list] = {"train": [], "valid": [], "test": []}
     index_chunks: list[dict] = []
     truncated = 0
@@ -618,9 +649,9 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
         if isinstance(res, str):
             failed.append({"file": path, "reason": res})
             continue
-        chunks, n_trunc = res
+        chunks, n_trunc, moods = res
         truncated += n_trunc
-        per_split[r["split"]].extend((c, {**r, "shift": sh}) for c in chunks)
+        per_split[r["split"]].extend((c, {**r, "shift": sh, "mood": m or r["mood"]}) for c, m in zip(chunks, moods))
 
     # 3. shards
     for old in out.glob("*-[0-9][0-9][0-9].npy"):
@@ -656,7 +687,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
 
     index = {
         "format": 1, "vocab_size": tok.vocab_size, "base_vocab_size": tok.base_size, "max_len": max_len,
-        "key_normalised": tok.key_normalised,
+        "key_normalised": tok.key_normalised, "chunk_moods": bool(chunk_moods),
         "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
         "mood_ids": {c[5:]: tok.control_id(c) for c in tok.controls if c.startswith("MOOD_")},
         "key_ids": {("any" if c == "KEY_any" else _key_name(c)): tok.control_id(c) for c in tok.controls if c.startswith("KEY_")},

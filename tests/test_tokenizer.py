@@ -72,6 +72,42 @@ def test_key_normalised_shards_put_every_tonic_on_c(small_shards):
     assert len(seen) == 12 and {rows[p]["key"] for p in seen} != {"C major", "C minor"}
 
 
+def test_each_chunk_carries_the_mood_of_its_own_notes(small_shards):
+    from melodia.corpus import load_manifest
+    from melodia.moods import MoodEstimator
+    from melodia.tokenizer import transpose_score
+
+    index = json.loads((small_shards / "index.json").read_text())
+    tok = MelodiaTokenizer.load(small_shards / "tokenizer.json")
+    rows = {r["id"]: r for r in load_manifest(small_shards.parent / "C")}
+    assert index["chunk_moods"]
+    moods_by_piece: dict[str, set] = {}
+    for c, ids in _chunks(small_shards):
+        row = rows[c["piece"]]
+        assert row["mood_source"] == "estimated"
+        # the chunk's notes in the piece's own key, with the tempo it restates
+        own = transpose_score(tok.decode(ids.tolist()), -c["shift"])
+        mood = MoodEstimator().estimate(own, tempo_known=row["tempo_known"]).mood
+        assert ids[1] == tok.mood_id(mood) and c["mood"] == mood
+        moods_by_piece.setdefault(c["piece"], set()).add(mood)
+    # a POP909 song's chunks do not all read alike: its verse and chorus get their own moods
+    assert any(len(m) > 1 for m in moods_by_piece.values())
+
+
+def test_labelled_pieces_keep_their_label_on_every_chunk(tmp_path):
+    import shutil
+
+    from melodia.corpus import build_corpus
+    from melodia.tokenizer import tokenize_corpus
+
+    shutil.copytree(POP909, tmp_path / "midi" / "sad")  # a folder named after a mood labels its pieces
+    build_corpus([str(tmp_path / "midi")], tmp_path / "C", workers=1, progress=False)
+    tokenize_corpus(tmp_path / "C", tmp_path / "T", vocab_size=600, max_len=512, workers=1, progress=False)
+    tok = MelodiaTokenizer.load(tmp_path / "T" / "tokenizer.json")
+    chunks = list(_chunks(tmp_path / "T"))
+    assert len(chunks) > 4 and all(c["mood"] == "sad" and ids[1] == tok.mood_id("sad") for c, ids in chunks)
+
+
 def test_encode_piece_with_a_key_decodes_back_to_that_key(small_shards):
     tok = MelodiaTokenizer.load(small_shards / "tokenizer.json")
     score = symusic.Score(str(POP909 / "002" / "002.mid"))
@@ -89,12 +125,16 @@ def test_encode_piece_with_a_key_decodes_back_to_that_key(small_shards):
 def test_tokenize_cli_keeps_own_keys_when_asked(small_shards, tmp_path):
     out = tmp_path / "T"
     assert main(["tokenize", "--corpus", str(small_shards.parent / "C"), "--out", str(out), "--vocab", "600",
-                 "--no-key-normalise", "--quiet", "--workers", "1"]) == 0
+                 "--no-key-normalise", "--no-chunk-moods", "--quiet", "--workers", "1"]) == 0
+    from melodia.corpus import load_manifest
+
     index = json.loads((out / "index.json").read_text())
     tok = MelodiaTokenizer.load(out / "tokenizer.json")
-    assert not tok.key_normalised and not index["key_normalised"]
+    assert not tok.key_normalised and not index["key_normalised"] and not index["chunk_moods"]
+    moods = {r["id"]: r["mood"] for r in load_manifest(small_shards.parent / "C")}
     for c, ids in _chunks(out):
         assert ids[2] == tok.key_id(c["key"]) and c["shift"] == 0
+        assert ids[1] == tok.mood_id(moods[c["piece"]]) == tok.mood_id(c["mood"])  # the piece's own mood
     ids = tok.encode_piece(symusic.Score(str(POP909 / "002" / "002.mid")), key="A minor")
     assert tok.decode_shift(ids) == 0
 
