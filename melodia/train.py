@@ -18,6 +18,10 @@ What one run does:
   is replaced independently with probability p. So the model learns the fully unconditioned
   ``BOS MOOD_any KEY_any`` (about 11% of samples at p = 0.1) that classifier-free guidance
   samples against, and mood-only and key-only conditioning (about 8% each).
+  ``balance_moods``: an epoch is instead as many draws (with replacement) in which every mood
+  token (position 1 of a chunk) is equally likely, and chunks within a mood are equally likely;
+  a corpus that is three-quarters happy or calm then shows the model as much tense and sad
+  music as happy music.
 * Optimisation: AdamW (fused kernels, on CUDA and on CPU; decay on matrices only), linear
   warm-up then cosine decay to ``min_lr_ratio · lr``, gradient clipping, gradient accumulation;
   the loss is the mean over every target token of the whole optimizer step (all micro-batches,
@@ -91,6 +95,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0           # 0 turns clipping off
     cond_dropout: float = 0.1        # P(drop MOOD and KEY), then P(drop each) -> MOOD_any / KEY_any
+    balance_moods: bool = False      # draw train chunks so that every MOOD token is read equally often
     seed: int = 0
     eval_every: int = 200
     eval_batches: int = 20           # batches per evaluation (0: the whole valid split)
@@ -280,20 +285,28 @@ def conditioning_dropout(rng: np.random.Generator, n: int, p: float) -> np.ndarr
 
 
 class TrainStream:
-    """Which train chunks each step reads: a seeded permutation per epoch, read in order.
+    """Which train chunks each step reads: a seeded permutation per epoch, read in order; or,
+    with ``groups`` (one label per chunk, e.g. its mood id), ``n`` seeded draws per epoch in
+    which every group is equally likely and chunks within a group too.
 
     The position is one number, ``consumed`` (samples read by all processes together), so a
     checkpoint records it and a resumed run continues at the next sample.
     Example: ``TrainStream(n=1000, seed=0).take(0, 64)``.
     """
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, groups: np.ndarray | None = None):
         self.n, self.seed = n, seed
         self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+        self.p = None
+        if groups is not None:
+            _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+            self.p = 1.0 / (len(counts) * counts[inverse])
 
     def perm(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
-            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch = epoch
+            self._perm = rng.permutation(self.n) if self.p is None else rng.choice(self.n, self.n, p=self.p)
         return self._perm
 
     def take(self, consumed: int, count: int) -> list[int]:
@@ -740,7 +753,10 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
         train_model = torch.compile(train_model)
     amp = autocast_for(dist.device)
     pad_multiple = seq_len if cfg.compile else 8  # fixed shapes for compiled graphs
-    stream = TrainStream(len(data.splits["train"]), cfg.seed)
+    groups = None
+    if cfg.balance_moods:  # each chunk's MOOD token (position 1; chunks start BOS MOOD KEY)
+        groups = np.array([int(data.tokens("train", i, 2)[-1]) for i in range(len(data.splits["train"]))])
+    stream = TrainStream(len(data.splits["train"]), cfg.seed, groups)
     per_rank = cfg.batch_size * cfg.grad_accum
     global_batch = per_rank * dist.world
 
@@ -816,7 +832,8 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
     if dist.is_main and state is None:
         p = base.config
         print(f"melodia train: {info['preset']} model, {n_params / 1e6:.2f}M parameters "
-              f"({count_parameters(model, trainable_only=True) / 1e6:.2f}M trained), {stream.n} train chunks, "
+              f"({count_parameters(model, trainable_only=True) / 1e6:.2f}M trained), {stream.n} train chunks"
+              f"{' (drawn balanced by mood)' if cfg.balance_moods else ''}, "
               f"seq_len {seq_len}, {global_batch} chunks/step, {dist.world} process(es) on {dist.device.type}, "
               f"vocab {p.vocab_size}", file=sys.stderr)
     t_start = time.perf_counter()
@@ -944,6 +961,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--weight-decay", type=float, help=f"AdamW weight decay (default {d.weight_decay})")
     a("--grad-clip", type=float, help=f"gradient norm clip, 0 = off (default {d.grad_clip})")
     a("--cond-dropout", type=float, help=f"P(mood/key -> any) (default {d.cond_dropout})")
+    a("--balance-moods", action="store_true", default=None,
+      help="draw train chunks so every mood is read equally often (default: each chunk once per epoch)")
     a("--seed", type=int, help=f"random seed (default {d.seed})")
     a("--eval-every", type=int, help=f"validate every N steps (default {d.eval_every})")
     a("--eval-batches", type=int, help=f"validation batches, 0 = all (default {d.eval_batches})")

@@ -144,6 +144,32 @@ def test_batches_mask_padding_and_controls_and_drop_conditioning(shards):
     first = s.take(0, 10)
     assert sorted(first) == list(range(10)) and s.take(5, 10)[:5] == first[5:]
     assert sorted(s.take(10, 10)) == list(range(10)) and s.take(10, 10) != first
+    # balanced by mood: 90 chunks of one mood, 10 of another, each mood drawn half the time
+    groups = np.array([4000] * 90 + [4002] * 10)
+    b = TrainStream(100, seed=3, groups=groups)
+    draws = np.array(b.take(0, 20000))
+    assert 0.47 < (groups[draws] == 4002).mean() < 0.53
+    assert len(set(draws[groups[draws] == 4002].tolist())) == 10  # every rare chunk is read
+    assert b.take(5, 10)[:5] == b.take(0, 10)[5:] and TrainStream(100, 3, groups).take(0, 300) == draws[:300].tolist()
+
+
+def test_balance_moods_draws_by_each_chunks_mood_token(tmp_path, shards, monkeypatch):
+    import melodia.train as mt
+
+    seen = {}
+
+    class Spy(mt.TrainStream):
+        def __init__(self, n, seed, groups=None):
+            seen["groups"] = groups
+            super().__init__(n, seed, groups)
+
+    monkeypatch.setattr(mt, "TrainStream", Spy)
+    data = ShardData(shards)
+    train(_cfg(shards, tmp_path / "run", steps=2, eval_every=2, balance_moods=True))
+    groups = seen["groups"]
+    assert len(groups) == len(data.splits["train"]) and data.is_mood[groups].all()
+    assert groups.tolist() == [int(data.tokens("train", i, 2)[1]) for i in range(len(groups))]
+    assert read_checkpoint_state(tmp_path / "run")["config"]["balance_moods"] is True
 
 
 def test_lr_schedule():
