@@ -48,7 +48,7 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
     if args.corpus:
         s = tokenize_corpus(args.corpus, args.out, vocab_size=args.vocab, max_len=args.max_len,
                             workers=args.workers, progress=not args.quiet, tokenizer=args.tokenizer,
-                            key_normalise=args.key_normalise, chunk_moods=args.chunk_moods)
+                            key_normalise=args.key_normalise, chunk_labels=args.chunk_labels)
         print(f"{s.out}: vocabulary {s.vocab_size}, {s.chunks} chunks, tokens "
               + ", ".join(f"{k} {v:,}" for k, v in s.tokens.items())
               + (f", {s.truncated_bars} over-long bars truncated" if s.truncated_bars else "")
@@ -181,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--key-normalise", action=argparse.BooleanOptionalAction, default=None,
                    help="write every piece with its tonic on C (C major / C minor; generation moves the notes "
                         "to the key asked for). Default: on for a new tokenizer, the --tokenizer's own setting")
-    t.add_argument("--chunk-moods", action=argparse.BooleanOptionalAction, default=True,
-                   help="a piece with an estimated mood (no label) gives each chunk the mood of its own notes "
-                        "(default); --no-chunk-moods puts the piece's mood on every chunk")
+    t.add_argument("--chunk-labels", action=argparse.BooleanOptionalAction, default=True,
+                   help="label each chunk by its own notes (default): the estimated mood where the piece has no "
+                        "mood label, KEY_any where the notes read in the other mode than the piece's key; "
+                        "--no-chunk-labels puts the piece's mood and key on every chunk")
     t.add_argument("--check", action="store_true",
                    help="decode every train piece and print the share of notes that come back")
     t.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

@@ -432,14 +432,19 @@ def _base_ids(path: str) -> tuple[str, "np.ndarray | str"]:
 
 def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     """Worker: one piece → its chunks (uint16 arrays with controls and EOS), the number of
-    truncated bars and each chunk's mood (None where the piece's own label is kept), or an error.
+    truncated bars and each chunk's labels, or an error.
 
-    ``tempo_known`` is None to keep the prefix's mood on every chunk; True/False to estimate
-    each chunk's mood from its own notes (in the piece's own key and with the tempo in force).
+    ``label`` is None to keep the prefix on every chunk, else ``(tempo_known, own_mood)``: each
+    chunk is estimated from its own notes (in the piece's own key, with the tempo in force);
+    with ``own_mood`` its MOOD becomes the estimated mood, and its KEY becomes ``KEY_any`` when
+    the notes read in the other mode than the piece's key. The labels returned per chunk are
+    ``(mood or None, key_kept)``.
     """
     import numpy as np
 
-    path, ids, prefix, max_len, shift, tempo_known = job
+    from .moods import key_from_token_name
+
+    path, ids, prefix, max_len, shift, label = job
     tok = _WORKER_MTOK
     assert tok is not None
     if ids is None:
@@ -449,7 +454,9 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     if len(ids) == 0:
         return path, "no tokens"
     remi = tok.remi
-    own_bars = split_bars(ids, remi.vocab["Bar_None"]) if tempo_known is not None else None
+    own_bars = split_bars(ids, remi.vocab["Bar_None"]) if label is not None else None
+    key_token = tok.id_to_token(prefix[2]) if len(prefix) > 2 and prefix[2] >= tok.base_size else "KEY_any"
+    key_mode = None if key_token == "KEY_any" else key_from_token_name(key_token).split()[-1]
     if shift:  # key-normalised: the piece's tonic onto C
         table = _SHIFT_TABLES.get(shift)
         if table is None:
@@ -485,29 +492,34 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
         cur_len += len(e)
     if cur:
         chunks.append(cur)
-    out, moods = [], []
+    out, labels = [], []
     for k, c in enumerate(chunks):
         music = [i for e in c for i in e][: max_len - len(prefix) - 1]
         head = list(prefix)
-        mood = None
-        if own_bars is not None:  # the chunk's mood from its own notes, in the piece's own key
+        mood, key_kept = None, True
+        if own_bars is not None:  # the chunk's own notes, in the piece's own key
             first, end = firsts[k], firsts[k] + len(c)
             own = [restate_tempo(own_bars[first], tempo_at_bar[first], remi)] + own_bars[first + 1:end]
-            mood = _passage_mood(remi, np.concatenate(own), tempo_known)
-            head[1] = tok.mood_id(mood)
-        moods.append(mood)
+            est = _passage_estimate(remi, np.concatenate(own), label[0])
+            if label[1]:
+                mood = est.mood
+                head[1] = tok.mood_id(mood)
+            if key_mode is not None and est.features.mode != key_mode:
+                key_kept = False
+                head[2] = tok.key_id(None)
+        labels.append((mood, key_kept))
         out.append(np.asarray(head + music + [EOS_ID], dtype=np.uint16))
-    return path, (out, truncated, moods)
+    return path, (out, truncated, labels)
 
 
-def _passage_mood(remi, base_ids: "np.ndarray", tempo_known: bool) -> str:
-    """The estimated mood (moods.MoodEstimator) of a passage given as REMI base ids."""
+def _passage_estimate(remi, base_ids: "np.ndarray", tempo_known: bool):
+    """The mood estimate (moods.MoodEstimate) of a passage given as REMI base ids."""
     from miditok import TokSequence
 
     from .moods import MoodEstimator
 
     score = remi.decode(TokSequence(ids=[int(i) for i in base_ids], are_ids_encoded=False))
-    return MoodEstimator().estimate(score, tempo_known=tempo_known).mood
+    return MoodEstimator().estimate(score, tempo_known=tempo_known)
 
 
 def _pool_map(fn, items: list, workers: int, init, initargs: tuple, desc: str, progress: bool):
@@ -580,17 +592,18 @@ def restate_tempo(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray"
 def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB,
                     max_len: int = DEFAULT_MAX_LEN, workers: int | None = None, progress: bool = True,
                     tokenizer: "MelodiaTokenizer | str | os.PathLike | None" = None,
-                    key_normalise: bool | None = None, chunk_moods: bool = True) -> TokenizeSummary:
+                    key_normalise: bool | None = None, chunk_labels: bool = True) -> TokenizeSummary:
     """Tokenize a corpus folder into shards (see docs/ARCHITECTURE.md for the layout).
 
     With ``tokenizer`` (a trained tokenizer or its path, e.g. a base model's for fine-tuning)
     BPE is not retrained; moods and tags it lacks are appended as new control tokens.
     ``key_normalise`` writes every piece with its tonic on C and the key token of its mode on C
     (default: on for a new tokenizer, the given tokenizer's own setting otherwise).
-    ``chunk_moods``: a piece whose mood was estimated (no label from labels.csv or a folder)
-    gives each chunk the mood estimated from that chunk's own notes, so the MOOD token
-    describes the passage the model reads (a song's verse and chorus can differ); labelled
-    pieces keep their label on every chunk. False: every chunk carries its piece's mood.
+    ``chunk_labels``: the control tokens describe the passage the model reads, not the whole
+    song (a verse and a chorus can differ): a piece whose mood was estimated (no label from
+    labels.csv or a folder) gives each chunk the mood estimated from the chunk's own notes
+    (labelled pieces keep their label), and a chunk whose notes read in the other mode than
+    its piece's key gets ``KEY_any``. False: every chunk carries its piece's mood and key.
 
     Example:
         >>> s = tokenize_corpus("C", "T", vocab_size=4000); s.tokens["train"]
@@ -639,7 +652,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     tok_path = tok.save(out / TOKENIZER_FILE)
     shifts = [tok.model_shift(r.get("key")) for r in rows]
     jobs = [(p, base.pop(p, None), tok.controls_prefix(r["mood"], tok.key_for_model(r.get("key")), r.get("tags", [])),
-             max_len, sh, bool(r.get("tempo_known", True)) if chunk_moods and r.get("mood_source") == "estimated" else None)
+             max_len, sh, (bool(r.get("tempo_known", True)), r.get("mood_source") == "estimated") if chunk_labels else None)
             for p, r, sh in zip(paths, rows, shifts)]
     per_split: dict[str, list] = {"train": [], "valid": [], "test": []}
     index_chunks: list[dict] = []
@@ -649,9 +662,10 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
         if isinstance(res, str):
             failed.append({"file": path, "reason": res})
             continue
-        chunks, n_trunc, moods = res
+        chunks, n_trunc, labels = res
         truncated += n_trunc
-        per_split[r["split"]].extend((c, {**r, "shift": sh, "mood": m or r["mood"]}) for c, m in zip(chunks, moods))
+        per_split[r["split"]].extend((c, {**r, "shift": sh, "mood": m or r["mood"], "key_kept": kept})
+                                     for c, (m, kept) in zip(chunks, labels))
 
     # 3. shards
     for old in out.glob("*-[0-9][0-9][0-9].npy"):
@@ -673,6 +687,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
             for s, r in buf:
                 index_chunks.append({"shard": len(shards), "offset": off, "length": int(len(s)), "piece": r["id"],
                                      "split": split, "mood": r["mood"], "key": r["key"], "shift": r["shift"],
+                                     "key_any": not r["key_kept"],
                                      "tags": r.get("tags", [])})
                 off += len(s)
             shards.append({"file": name, "split": split, "tokens": int(len(arr))})
@@ -687,7 +702,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
 
     index = {
         "format": 1, "vocab_size": tok.vocab_size, "base_vocab_size": tok.base_size, "max_len": max_len,
-        "key_normalised": tok.key_normalised, "chunk_moods": bool(chunk_moods),
+        "key_normalised": tok.key_normalised, "chunk_labels": bool(chunk_labels),
         "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
         "mood_ids": {c[5:]: tok.control_id(c) for c in tok.controls if c.startswith("MOOD_")},
         "key_ids": {("any" if c == "KEY_any" else _key_name(c)): tok.control_id(c) for c in tok.controls if c.startswith("KEY_")},
