@@ -181,10 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--key-normalise", action=argparse.BooleanOptionalAction, default=None,
                    help="write every piece with its tonic on C (C major / C minor; generation moves the notes "
                         "to the key asked for). Default: on for a new tokenizer, the --tokenizer's own setting")
-    t.add_argument("--chunk-labels", action=argparse.BooleanOptionalAction, default=True,
-                   help="label each chunk by its own notes (default): the estimated mood where the piece has no "
-                        "mood label, KEY_any where the notes read in the other mode than the piece's key; "
-                        "--no-chunk-labels puts the piece's mood and key on every chunk")
+    t.add_argument("--chunk-labels", action=argparse.BooleanOptionalAction, default=False,
+                   help="label each chunk by its own notes: the estimated mood where the piece has no mood "
+                        "label, KEY_any where the notes read in the other mode than the piece's key "
+                        "(default: the piece's mood and key on every chunk)")
     t.add_argument("--check", action="store_true",
                    help="decode every train piece and print the share of notes that come back")
     t.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

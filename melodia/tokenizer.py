@@ -592,7 +592,7 @@ def restate_tempo(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray"
 def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB,
                     max_len: int = DEFAULT_MAX_LEN, workers: int | None = None, progress: bool = True,
                     tokenizer: "MelodiaTokenizer | str | os.PathLike | None" = None,
-                    key_normalise: bool | None = None, chunk_labels: bool = True) -> TokenizeSummary:
+                    key_normalise: bool | None = None, chunk_labels: bool = False) -> TokenizeSummary:
     """Tokenize a corpus folder into shards (see docs/ARCHITECTURE.md for the layout).
 
     With ``tokenizer`` (a trained tokenizer or its path, e.g. a base model's for fine-tuning)
@@ -603,7 +603,8 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     song (a verse and a chorus can differ): a piece whose mood was estimated (no label from
     labels.csv or a folder) gives each chunk the mood estimated from the chunk's own notes
     (labelled pieces keep their label), and a chunk whose notes read in the other mode than
-    its piece's key gets ``KEY_any``. False: every chunk carries its piece's mood and key.
+    its piece's key gets ``KEY_any``. False (default): every chunk carries its piece's mood and
+    key (docs/ARCHITECTURE.md says what each gave the default model).
 
     Example:
         >>> s = tokenize_corpus("C", "T", vocab_size=4000); s.tokens["train"]

@@ -73,18 +73,21 @@ def test_key_normalised_shards_put_every_tonic_on_c(small_shards):
     assert len(seen) == 12 and {rows[p]["key"] for p in seen} != {"C major", "C minor"}
 
 
-def test_each_chunk_carries_the_mood_and_mode_of_its_own_notes(small_shards):
+def test_chunk_labels_give_each_chunk_the_mood_and_mode_of_its_own_notes(small_shards, tmp_path):
     from melodia.corpus import load_manifest
     from melodia.moods import MoodEstimator
     from melodia.tokenizer import transpose_score
 
-    index = json.loads((small_shards / "index.json").read_text())
-    tok = MelodiaTokenizer.load(small_shards / "tokenizer.json")
+    out = tmp_path / "L"
+    assert main(["tokenize", "--corpus", str(small_shards.parent / "C"), "--out", str(out), "--chunk-labels",
+                 "--tokenizer", str(small_shards / "tokenizer.json"), "--quiet", "--workers", "1"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    tok = MelodiaTokenizer.load(out / "tokenizer.json")
     rows = {r["id"]: r for r in load_manifest(small_shards.parent / "C")}
-    assert index["chunk_labels"]
+    assert index["chunk_labels"] and tok.key_normalised
     moods_by_piece: dict[str, set] = {}
     keys = []
-    for c, ids in _chunks(small_shards):
+    for c, ids in _chunks(out):
         row = rows[c["piece"]]
         assert row["mood_source"] == "estimated"
         # the chunk's notes in the piece's own key, with the tempo it restates
@@ -110,7 +113,8 @@ def test_labelled_pieces_keep_their_label_on_every_chunk(tmp_path):
 
     shutil.copytree(POP909, tmp_path / "midi" / "sad")  # a folder named after a mood labels its pieces
     build_corpus([str(tmp_path / "midi")], tmp_path / "C", workers=1, progress=False)
-    tokenize_corpus(tmp_path / "C", tmp_path / "T", vocab_size=600, max_len=512, workers=1, progress=False)
+    tokenize_corpus(tmp_path / "C", tmp_path / "T", vocab_size=600, max_len=512, workers=1, progress=False,
+                    chunk_labels=True)
     tok = MelodiaTokenizer.load(tmp_path / "T" / "tokenizer.json")
     chunks = list(_chunks(tmp_path / "T"))
     assert len(chunks) > 4 and all(c["mood"] == "sad" and ids[1] == tok.mood_id("sad") for c, ids in chunks)
@@ -133,7 +137,7 @@ def test_encode_piece_with_a_key_decodes_back_to_that_key(small_shards):
 def test_tokenize_cli_keeps_own_keys_when_asked(small_shards, tmp_path):
     out = tmp_path / "T"
     assert main(["tokenize", "--corpus", str(small_shards.parent / "C"), "--out", str(out), "--vocab", "600",
-                 "--no-key-normalise", "--no-chunk-labels", "--quiet", "--workers", "1"]) == 0
+                 "--no-key-normalise", "--quiet", "--workers", "1"]) == 0
     from melodia.corpus import load_manifest
 
     index = json.loads((out / "index.json").read_text())
@@ -142,7 +146,7 @@ def test_tokenize_cli_keeps_own_keys_when_asked(small_shards, tmp_path):
     moods = {r["id"]: r["mood"] for r in load_manifest(small_shards.parent / "C")}
     for c, ids in _chunks(out):
         assert ids[2] == tok.key_id(c["key"]) and c["shift"] == 0 and not c["key_any"]
-        assert ids[1] == tok.mood_id(moods[c["piece"]]) == tok.mood_id(c["mood"])  # the piece's own mood
+        assert ids[1] == tok.mood_id(moods[c["piece"]]) == tok.mood_id(c["mood"])  # by default, the piece's mood
     ids = tok.encode_piece(symusic.Score(str(POP909 / "002" / "002.mid")), key="A minor")
     assert tok.decode_shift(ids) == 0
 
