@@ -9,10 +9,15 @@ Stages (``--stages``, default all, in this order; each reads what the one before
 ``--work``):
 
 * ``corpus``   — ``melodia corpus build music21: POP909 --out WORK/C``
-* ``tokenize`` — BPE 4,000 and chunks ≤ 1,024 of the pieces in their own keys → WORK/T0
+* ``tokenize`` — BPE 4,000 and chunks ≤ 1,024 of the pieces in their own keys, each chunk
+                 labelled with its piece's mood → WORK/T0
 * ``pretrain`` — the ``small`` preset on WORK/T0 into WORK/run0 (``--pretrain-steps``)
 * ``normalise``— the same tokenizer, every piece moved to C major / C minor → WORK/T
+                 (each chunk with its piece's mood and key: labelling chunks by their own
+                 notes, ``tokenize_corpus(chunk_labels=True)``, was tried and not kept; see
+                 docs/ARCHITECTURE.md)
 * ``train``    — from WORK/run0's weights, ``--steps`` more on WORK/T into WORK/run
+                 (``--balance-moods``: chunks drawn so every mood is read equally often)
                  (both training stages resume if a checkpoint exists, and run on the GPU when
                  there is one: the shards need only torch + numpy)
 * ``baseline`` — the same preset from scratch on WORK/T for a tenth of all the steps
@@ -70,7 +75,9 @@ def stage_corpus(a) -> None:
 def stage_tokenize(a) -> None:
     from melodia.tokenizer import tokenize_corpus
 
-    s = tokenize_corpus(a.work / "C", a.work / "T0", vocab_size=a.vocab, max_len=a.max_len, key_normalise=False)
+    # each chunk keeps its piece's mood here: that is what the shipped pretraining read
+    s = tokenize_corpus(a.work / "C", a.work / "T0", vocab_size=a.vocab, max_len=a.max_len, key_normalise=False,
+                        chunk_labels=False)
     _stamp(f"tokens (own keys): {s.tokens}")
 
 
@@ -78,11 +85,11 @@ def stage_normalise(a) -> None:
     from melodia.tokenizer import tokenize_corpus
 
     s = tokenize_corpus(a.work / "C", a.work / "T", max_len=a.max_len, tokenizer=a.work / "T0" / "tokenizer.json",
-                        key_normalise=True)
+                        key_normalise=True, chunk_labels=False)
     _stamp(f"tokens (moved to C): {s.tokens}")
 
 
-def _train(a, data: Path, out: Path, steps: int, init: Path | None = None) -> None:
+def _train(a, data: Path, out: Path, steps: int, init: Path | None = None, balance: bool = False) -> None:
     from melodia.train import TrainConfig, train
 
     resume = (out / "checkpoint" / "state.json").exists()
@@ -91,7 +98,7 @@ def _train(a, data: Path, out: Path, steps: int, init: Path | None = None) -> No
                       batch_size=a.batch_size, lr=a.lr, warmup=max(1, min(a.warmup, steps // 10)),
                       eval_every=max(1, min(a.eval_every, steps)), eval_batches=a.eval_batches,
                       ckpt_every=a.ckpt_every, log_every=5, threads=a.threads, device=a.device,
-                      resume=resume)
+                      balance_moods=balance, resume=resume)
     t = time.time()
     train(cfg)
     _stamp(f"trained {out} in {time.time() - t:.0f} s")
@@ -102,11 +109,12 @@ def stage_pretrain(a) -> None:
 
 
 def stage_train(a) -> None:
-    _train(a, a.work / "T", a.work / "run", a.steps, init=a.work / "run0" / "model")
+    _train(a, a.work / "T", a.work / "run", a.steps, init=a.work / "run0" / "model", balance=a.balance_moods)
 
 
 def stage_baseline(a) -> None:
-    _train(a, a.work / "T", a.work / "run_tenth", max(1, (a.pretrain_steps + a.steps) // 10))
+    _train(a, a.work / "T", a.work / "run_tenth", max(1, (a.pretrain_steps + a.steps) // 10),
+           balance=a.balance_moods)
 
 
 def _final_val(run: Path) -> tuple[float | None, dict]:
@@ -244,6 +252,11 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
     listen = Path(a.listening).read_text(encoding="utf-8") if a.listening else "_Not yet done._"
     limits = Path(a.limits).read_text(encoding="utf-8") if a.limits else "_Not written._"
     epochs = tr.get("tokens", 0) / max(1, index["splits"]["train"]["tokens"])
+    chunk_note = (": in the training on pieces moved to C each chunk (≤ 1,024 tokens, a passage of a song)"
+                  " carries the mood estimated from its own notes"
+                  + (", in the pretraining the mood of its whole piece" if pre else "")) if index.get("chunk_labels") else ""
+    balance_note = ("; chunks drawn so that each of the four moods is read equally often"
+                    if t.get("balance_moods") else "")
     return f"""# melodia default model
 
 A {params / 1e6:.2f} M-parameter Llama-style causal Transformer (preset `small`: 6 layers,
@@ -258,7 +271,7 @@ Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
 * POP909 (MIT, © 2020 Music X Lab): 909 Chinese pop songs, melody + bridge + piano.
 * {report['pieces']:,} pieces after deduplication; {index['splits']['train']['tokens']:,} training
   tokens, {index['splits']['valid']['tokens']:,} validation tokens (split by song).
-* Moods: labelled by melodia's estimator (`melodia/moods.py`), not by people.
+* Moods: labelled by melodia's estimator (`melodia/moods.py`), not by people{chunk_note}.
 
 ## Training
 
@@ -266,7 +279,7 @@ Hardware: {meta['default_model']['hardware']}.
 
 {t0 or ''}* Steps: {tr.get('step', '?')} × {t.get('batch_size', '?')} chunks of ≤ {a.max_len} tokens (packed into rows);
   AdamW, peak lr {t.get('lr', '?')}, {t.get('warmup', '?')} warm-up steps then cosine; conditioning
-  dropout {t.get('cond_dropout', '?')} (for classifier-free guidance).
+  dropout {t.get('cond_dropout', '?')} (for classifier-free guidance){balance_note}.
 * Target tokens seen: {tr.get('tokens', '?'):,} ({epochs:.2f} epochs of the training split); wall time of
   the training run: {tr.get('time_s', '?')} s.
 * Validation loss: {val if val is None else f'{val:.3f}'} nats/token (best); the same preset trained
@@ -301,6 +314,8 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=1500, help="steps on pieces in their own keys")
     ap.add_argument("--steps", type=int, default=STEPS, help=f"steps on pieces moved to C (the shipped model: {STEPS})")
     ap.add_argument("--batch-size", type=int, default=16, help="chunks per step, packed into rows")
+    ap.add_argument("--balance-moods", action=argparse.BooleanOptionalAction, default=False,
+                    help="stages train and baseline draw chunks so every mood is read equally often")
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=40)
     ap.add_argument("--eval-every", type=int, default=150)
