@@ -153,7 +153,6 @@ def _synth_midi(score: "symusic.Score", gain: float, tail_s: float) -> bytes:
     """MIDI bytes for the synthesizer: a marker ``tail_s`` past the end (so the synthesizer
     renders the release), and every channel's expression (CC11) scaled so its gain is
     ``gain`` (rustysynth's gain goes as the square of CC7 x CC11)."""
-    import music21
     import symusic
 
     s = score.copy()
@@ -333,7 +332,6 @@ def to_music21(score: "symusic.Score", quantize: bool = True) -> "music21.stream
 
     Example: ``to_music21(symusic.Score("song.mid")).analyze("key")``
     """
-    import music21
     import symusic
     from music21 import midi as m21midi
 
