@@ -418,3 +418,17 @@ def test_thirty_second_band_renders_whole(tmp_path):
     seconds = len(audio) / params.framerate
     assert 30.0 <= seconds <= 31.1  # every note plus about one second of release
     assert float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) > 0.01
+
+
+def test_midi_and_wav_do_not_import_music21(tmp_path):
+    """music21 costs about 0.4 s to import; only MusicXML needs it, so writing the README's
+    .mid and .wav must not load it (a stray import once slowed `melodia generate --wav` so)."""
+    src = tmp_path / "in.mid"
+    make_score().dump_midi(str(src))
+    code = ("import sys; from melodia import render; "
+            f"render.save({str(src)!r}, {str(tmp_path / 'x.wav')!r}); render.save({str(src)!r}, {str(tmp_path / 'x.mid')!r}); "
+            "print('music21' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False" and (tmp_path / "x.wav").stat().st_size > 1000
