@@ -427,7 +427,7 @@ def test_notes_stay_in_the_key_unless_chromatic(tiny_model_dir):
     from melodia.api import Composer
 
     c = Composer.load(tiny_model_dir)
-    scale = {9, 11, 0, 2, 4, 5, 7, 8}  # A natural minor + G#
+    scale = {9, 11, 0, 2, 4, 5, 7}  # A natural minor (no G#: the corpus's minor music barely uses it)
     for seed in range(3):
         p = c.generate(mood="sad", key="A minor", bars=4, n=2, seed=seed)
         for piece in p:
