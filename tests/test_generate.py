@@ -432,6 +432,13 @@ def test_notes_stay_in_the_key_unless_chromatic(tiny_model_dir):
         p = c.generate(mood="sad", key="A minor", bars=4, n=2, seed=seed)
         for piece in p:
             assert {n.pitch % 12 for n in piece.notes if n.program >= 0} <= scale
+    gen = c._gen  # the mask itself: natural minor, so no id that holds a G# is legal in A minor
+    mask = gen.in_key_mask(gen.tok.key_id("A minor"))
+    sharp7 = [i for i in range(4, gen.tok.base_size)
+              if any(t.startswith("Pitch_") and int(t[6:]) % 12 == 8 for t in gen.tok.base_tokens(i))]
+    natural = [i for i in range(4, gen.tok.base_size)
+               if any(t.startswith("Pitch_") and int(t[6:]) % 12 == 7 for t in gen.tok.base_tokens(i))]
+    assert sharp7 and not mask[sharp7].any() and mask[natural].any()
     wild = [n.pitch % 12 for s in range(4) for piece in c.generate(mood="sad", key="A minor", bars=4, n=2, seed=s,
                                                                      in_key=False) for n in piece.notes]
     assert set(wild) - scale  # the untrained-ish tiny model does wander when allowed
