@@ -279,6 +279,28 @@ def test_guidance_valence_arousal_instruments_and_tempo(tok, trained):
         assert len(get_bars_ticks(tok.decode(ids))) == 2
 
 
+def test_mood_tempo_bands_leave_out_the_tempo_unknown_bin(tok, untrained, monkeypatch):
+    """Files with no tempo all sit at 120 qpm, so that bin says "tempo unknown", not "fast":
+    a mood's band offers the bins around it, and only falls back to it when it is all there is."""
+    from melodia import moods
+
+    gen = Generator(untrained, tok)
+    unknown = gen.vocab.tempo_token(120)
+    for mood in ("tense", "happy"):
+        lo, hi = moods.MOOD_TEMPO_BANDS[mood]
+        assert lo <= gen.vocab.tempos[unknown] <= hi  # the bin is inside both fast bands...
+        offered = gen.prepare(GenerationConfig(mood=mood, bars=2))[3][0].forced[3]
+        assert unknown not in offered and offered  # ...and never offered
+        assert all(lo <= gen.vocab.tempos[t] <= hi for t in offered)
+        for ids in gen.generate(GenerationConfig(mood=mood, bars=2, n=4, seed=1)):
+            assert tok.decode(ids).tempos[0].qpm != pytest.approx(gen.vocab.tempos[unknown])
+    explicit = gen.generate(GenerationConfig(mood="tense", bars=2, tempo=120, seed=1))[0]
+    assert tok.decode(explicit).tempos[0].qpm == pytest.approx(gen.vocab.tempos[unknown])  # asked for: given
+    q = gen.vocab.tempos[unknown]
+    monkeypatch.setitem(moods.MOOD_TEMPO_BANDS, "tense", (q - 0.1, q + 0.1))
+    assert gen.prepare(GenerationConfig(mood="tense", bars=2))[3][0].forced[3] == frozenset([unknown])
+
+
 def test_generate_scores_helper_and_tags_free_prefix(tok, untrained):
     scores = generate_scores(untrained, tok, bars=2, mood="joyful", key="A minor", seed=4)
     assert len(scores) == 1 and len(get_bars_ticks(scores[0])) == 2
