@@ -1063,7 +1063,7 @@ class Generator:
         else:
             in_band = [t for t, q in self.vocab.tempos.items() if band and band[0] <= q <= band[1]]
             # The bin that 120 qpm falls in is where every tempo-less file lands (music21 and
-            # abc2midi write 120): in the default corpus 13,418 of its 13,742 pieces have no
+            # abc2midi write 120): in the default corpus 13,418 of its 13,734 pieces have no
             # tempo of their own (folk tunes, chorales; 13,217 of 18,007 training chunks), so
             # it means "tempo unknown", not "fast". A band leaves it out when it has other bins.
             unknown = self.vocab.tempo_token(_TEMPO_UNKNOWN_QPM)
