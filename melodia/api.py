@@ -582,11 +582,14 @@ class Composer:
                  meter: str = "4/4", instruments: Sequence[str | int] | str | None = None, n: int = 1,
                  seed: int | None = None, temperature: float = 1.0, guidance: float = 1.0, *,
                  valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
-                 top_k: int = 0, top_p: float = 0.95, in_key: bool = True) -> list[Piece]:
+                 top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
+                 leading_tone: bool = False) -> list[Piece]:
         """Compose ``n`` new pieces of exactly ``bars`` bars.
 
         ``in_key`` (default) keeps pitched notes in the scale of the key (given, or chosen for
-        the mood); ``in_key=False`` lets the model write chromatic notes.
+        the mood): major, or natural minor; ``leading_tone=True`` also allows a minor key's
+        raised 7th (G♯ in A minor, for a major V chord); ``in_key=False`` lets the model write
+        chromatic notes.
 
         * ``mood``: ``happy``, ``tense``, ``sad``, ``calm``, an alias (``"melancholic"``), a user
           mood the model was fine-tuned on, or None (no mood); or instead ``valence`` and
@@ -606,7 +609,8 @@ class Composer:
         mood_name = self.resolve_mood(mood, valence, arousal)
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key, tempo=tempo,
                            meter=meter, instruments=instruments, tags=tuple(tags), n=n, seed=seed,
-                           temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key)
+                           temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
+                           leading_tone=leading_tone)
         _key_name(key)  # a bad key fails before any work
         with self._lock:
             rows = self._gen.generate(cfg)
@@ -627,7 +631,8 @@ class Composer:
                       temperature: float = 1.0, guidance: float = 1.0, *, context_bars: int = 4,
                       include_prompt: bool = True, tempo: float | None = None, meter: str | None = None,
                       valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
-                      top_k: int = 0, top_p: float = 0.95) -> list[Piece]:
+                      top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
+                      leading_tone: bool = False) -> list[Piece]:
         """Continue a prompt by exactly ``bars`` new bars; its last ``context_bars`` bars are the
         model's context.
 
@@ -638,7 +643,8 @@ class Composer:
         tempo and meter. With ``include_prompt`` (default) each piece holds the prompt unchanged
         followed by the new bars; without it, only the new bars, starting at beat 0. ``key``
         None means the prompt's own key (estimated from its notes; the pieces' ``key`` says
-        which). Other arguments as in :meth:`generate`.
+        which; the new bars keep to its scale unless ``in_key=False``). Other arguments as in
+        :meth:`generate`.
 
         Example:
             >>> more = c.continue_from("my_clip.mid", bars=4, mood="tense", include_prompt=False)
@@ -656,7 +662,8 @@ class Composer:
                 pass
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key,
                            instruments=instruments, tags=tuple(tags), n=n, seed=seed, temperature=temperature,
-                           guidance=guidance, top_k=top_k, top_p=top_p)
+                           guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
+                           leading_tone=leading_tone)
         with self._lock:
             scores = self._gen.continue_from(score, bars=bars, context_bars=context_bars, cfg=cfg,
                                              include_prompt=include_prompt)

@@ -86,15 +86,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)  # one token at a time: more threads mostly add overhead
     composer = Composer.load(args.model, device=args.device)
     common = dict(mood=args.mood, key=args.key, instruments=instruments, n=args.n, seed=seed,
-                  temperature=args.temperature, guidance=args.guidance)
+                  temperature=args.temperature, guidance=args.guidance, in_key=not args.chromatic,
+                  leading_tone=args.leading_tone)
     if args.continue_from:
         if args.meter is not None:
             raise BadInputError("--meter cannot be used with --continue: the clip brings its own meter")
         pieces = composer.continue_from(args.continue_from, bars=args.bars, context_bars=args.context_bars,
                                         include_prompt=not args.new_only, **common)
     else:
-        pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4",
-                                   in_key=not args.chromatic, **common)
+        pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4", **common)
     for piece, s in zip(pieces, stems):
         for ext in formats:
             path = out / f"{s}{ext}"
@@ -119,7 +119,10 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale: 1 = off, 1.5-3 follows the mood more (default 1)")
     g.add_argument("--chromatic", action="store_true",
-                   help="let notes leave the key's scale (by default pitched notes stay in the key)")
+                   help="let notes leave the key's scale (by default pitched notes stay in the key: "
+                        "major, or natural minor)")
+    g.add_argument("--leading-tone", action="store_true",
+                   help="in a minor key, also allow the raised 7th (G# in A minor, for a major V chord)")
     g.add_argument("--model", help="model directory (default: the shipped model)")
     g.add_argument("--continue", dest="continue_from", metavar="CLIP.mid",
                    help="continue this MIDI clip (its last --context-bars bars are the context)")

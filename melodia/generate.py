@@ -756,6 +756,9 @@ class GenerationConfig:
       ``guidance`` (classifier-free guidance scale; 1 = off), ``seed`` (same seed, same model,
       same device → identical output), ``max_tokens`` (budget of new ids per sequence; None =
       a generous default from ``bars``).
+    * scale: ``in_key`` (default True) keeps pitched notes in the key's scale, natural minor
+      for a minor key; ``leading_tone=True`` also lets a minor key use its raised 7th (G♯ in
+      A minor: harmonic minor's major V chord). ``in_key=False``: any pitch.
 
     Example:
         >>> cfg = GenerationConfig(bars=16, mood="happy", key="G major", tempo=120, n=4, seed=7)
@@ -778,6 +781,7 @@ class GenerationConfig:
     guidance: float = 1.0
     max_tokens: int | None = None
     in_key: bool = True  # pitched notes stay in the key's scale (when there is a key); False: chromatic
+    leading_tone: bool = False  # minor keys may also use the raised 7th (for a major V chord)
 
     def validate(self) -> None:
         """Raise :class:`BadInputError` naming the first bad value. Example: ``cfg.validate()``."""
@@ -808,6 +812,9 @@ class GenerationConfig:
                                 f"{self.min_tokens()} for {self.bars} bars")
         if isinstance(self.tags, str):
             raise BadInputError(f"tags {self.tags!r}: give a list of tags")
+        for name in ("in_key", "leading_tone"):
+            if not isinstance(getattr(self, name), bool):
+                raise BadInputError(f"{name} {getattr(self, name)!r}: must be true or false")
         parse_meter(self.meter)
 
     def min_tokens(self) -> int:
@@ -929,13 +936,13 @@ class Generator:
         if missing:
             raise BadModelError(f"default_programs {missing} are not in the model's vocabulary")
         self._grammars: dict[tuple, _Grammar] = {}
-        self._in_key: dict[int, Any] = {}
+        self._in_key: dict[tuple[int, bool], Any] = {}
 
     # ------------------------------------------------------------------ helpers
-    def in_key_mask(self, key_id: int) -> "torch.Tensor | None":
+    def in_key_mask(self, key_id: int, leading_tone: bool = False) -> "torch.Tensor | None":
         """Ids whose pitches all lie in the scale of a KEY_ control (major: the seven diatonic
-        pitch classes; minor: natural minor, the scale of the corpus's minor music); None for
-        ``KEY_any``.
+        pitch classes; minor: natural minor, the scale of the corpus's minor music, plus the
+        raised 7th with ``leading_tone``); None for ``KEY_any``.
 
         Minor leaves out the raised 7th: in the default corpus's minor pieces (moved to C) B♮
         sounds 1-2% of the time against B♭'s 10-12%, and with it allowed, samples short of the
@@ -948,8 +955,9 @@ class Generator:
 
         from .moods import key_from_token_name
 
-        if key_id in self._in_key:
-            return self._in_key[key_id]
+        cached = (key_id, bool(leading_tone))
+        if cached in self._in_key:
+            return self._in_key[cached]
         name = self.tok.id_to_token(key_id) if key_id >= self.tok.base_size else "KEY_any"
         key = key_from_token_name(name) if name.startswith("KEY_") else "any"
         mask = None
@@ -958,7 +966,7 @@ class Generator:
 
             idx = KEY_NAMES.index(key)
             tonic, minor = idx % 12, idx >= 12
-            steps = (0, 2, 3, 5, 7, 8, 10) if minor else (0, 2, 4, 5, 7, 9, 11)
+            steps = ((0, 2, 3, 5, 7, 8, 10) + ((11,) if leading_tone else ())) if minor else (0, 2, 4, 5, 7, 9, 11)
             scale = {(tonic + st) % 12 for st in steps}
             mask = torch.ones(self.vocab.size, dtype=torch.bool)
             for i in range(4, self.tok.base_size):
@@ -966,7 +974,7 @@ class Generator:
                     if t.startswith("Pitch_") and int(t[6:]) % 12 not in scale:
                         mask[i] = False
                         break
-        self._in_key[key_id] = mask
+        self._in_key[cached] = mask
         return mask
 
     def grammar(self, meter: tuple[int, int], programs: Sequence[int]) -> _Grammar:
@@ -1226,7 +1234,7 @@ class Generator:
             gen.manual_seed(int(cfg.seed) & 0xFFFF_FFFF_FFFF_FFFF)
         out: list[list[int]] = [[] for _ in range(n)]
         scale = float(cfg.guidance)
-        in_key = self.in_key_mask(cond[2]) if cfg.in_key and len(cond) > 2 else None
+        in_key = self.in_key_mask(cond[2], cfg.leading_tone) if cfg.in_key and len(cond) > 2 else None
         with torch.inference_mode():
             net.reset(len(rows), length)
             logits = net.forward(torch.tensor(rows, dtype=torch.long), 0)

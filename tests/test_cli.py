@@ -45,6 +45,14 @@ def test_generate_continue_keeps_the_clip(tmp_path, tiny_model_dir):
     assert got.note_num() >= clip.note_num()
 
 
+def test_leading_tone_flag(tmp_path, tiny_model_dir):
+    assert main(["generate", "--model", str(tiny_model_dir), "--key", "A minor", "--leading-tone", "--bars", "2",
+                 "--n", "2", "--seed", "4", "--out", str(tmp_path), "--name", "lt"]) == 0
+    pcs = {n.pitch % 12 for i in (1, 2) for t in symusic.Score(str(tmp_path / f"lt-{i}.mid")).tracks
+           if not t.is_drum for n in t.notes}
+    assert pcs and pcs <= {9, 11, 0, 2, 4, 5, 7, 8}
+
+
 def test_bad_values_are_one_clear_line(tmp_path, tiny_model_dir, capsys):
     assert main(["generate", "--model", str(tiny_model_dir), "--mood", "grumpy", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

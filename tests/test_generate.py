@@ -464,6 +464,25 @@ def test_notes_stay_in_the_key_unless_chromatic(tiny_model_dir):
     wild = [n.pitch % 12 for s in range(4) for piece in c.generate(mood="sad", key="A minor", bars=4, n=2, seed=s,
                                                                      in_key=False) for n in piece.notes]
     assert set(wild) - scale  # the untrained-ish tiny model does wander when allowed
+    lead = gen.in_key_mask(gen.tok.key_id("A minor"), leading_tone=True)  # the raised 7th back on request
+    assert lead[sharp7].any() and lead[natural].any() and not (mask & ~lead).any()
+    assert bool((gen.in_key_mask(gen.tok.key_id("C major"), True) == gen.in_key_mask(gen.tok.key_id("C major"))).all())
+    with_lead = [n.pitch % 12 for s in range(6) for piece in c.generate(mood="sad", key="A minor", bars=4, n=2,
+                                                                          seed=s, leading_tone=True)
+                 for n in piece.notes if n.program >= 0]
+    assert set(with_lead) <= scale | {8}
+    seen = []  # the switch reaches the sampler's mask from both entry points
+    real = gen.in_key_mask
+    gen.in_key_mask = lambda key_id, leading_tone=False: seen.append(leading_tone) or real(key_id, leading_tone)
+    c.generate(mood="sad", key="A minor", bars=1, leading_tone=True)
+    c.continue_from(p[0], bars=1, key="A minor", leading_tone=True)
+    c.generate(mood="sad", key="A minor", bars=1)
+    del gen.in_key_mask
+    assert seen == [True, True, False]
+    cont = c.continue_from(p[0], bars=2, key="A minor", seed=1, include_prompt=False)  # continuations keep the scale
+    assert {n.pitch % 12 for n in cont[0].notes if n.program >= 0} <= scale
+    with pytest.raises(BadInputError, match="leading_tone"):
+        c.generate(mood="sad", bars=2, leading_tone="yes")
 
 
 def test_in_the_last_bar_a_wish_for_another_bar_ends_the_piece(tok, trained):

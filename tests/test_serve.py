@@ -171,6 +171,8 @@ BAD_BODIES = [
     ({"valence": 0.5}, "both valence and arousal"),
     ({"mood": "sad", "valence": 0.5, "arousal": 0.5}, "either mood"),
     ({"seed": "abc"}, "seed must be an integer"),
+    ({"leading_tone": "yes"}, "leading_tone must be true or false"),
+    ({"in_key": 1}, "in_key must be true or false"),
     ({"instruments": ["kazoo"]}, "unknown instrument"),
     ({"instruments": [{"a": 1}]}, "instruments must be a list"),
     ({"moood": "calm"}, "unknown field(s) 'moood'"),
@@ -194,6 +196,14 @@ def test_bad_bodies_get_400_naming_the_problem(server, body, message):
     st, r = call(server.url, "/generate", body)
     assert st == 400, r
     assert r["status"] == 400 and message in r["error"], r["error"]
+
+
+def test_scale_switches_reach_the_generator(server):
+    natural = {9, 11, 0, 2, 4, 5, 7}  # A natural minor
+    for body, allowed in (({}, natural), ({"leading_tone": True}, natural | {8})):
+        st, r = call(server.url, "/generate", {"key": "A minor", "bars": 2, "n": 2, "seed": 3, **body})
+        assert st == 200, r
+        assert {n["pitch"] % 12 for p in r["pieces"] for n in p["notes"] if n["program"] >= 0} <= allowed
 
 
 def test_continue_needs_a_prompt(server):
