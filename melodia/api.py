@@ -491,7 +491,8 @@ class Composer:
         self.device = device
         self.name = name or str(self.meta.get("name") or "model")
         self._gen = Generator(model, tokenizer, device=device, weights=weights,
-                              default_programs=self.meta.get("default_programs"))
+                              default_programs=self.meta.get("default_programs"),
+                              tempo_unknown=self.meta.get("tempo_unknown"))
         self._lock = threading.RLock()
 
     @classmethod

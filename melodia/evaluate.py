@@ -1304,7 +1304,7 @@ def _corpus_from_meta(model_dir: Path, meta: Mapping[str, Any]) -> Path:
 
 
 def _generator(model: Any, tok: "MelodiaTokenizer", guidance: float | None = None,
-               default_programs: Sequence[int] | None = None) -> GenerateFn:
+               default_programs: Sequence[int] | None = None, tempo_unknown: str | None = None) -> GenerateFn:
     """``fn(mood, n, seed, bars) -> token id lists`` on top of :mod:`melodia.generate`.
 
     Batches of at most the generator's ``MAX_N`` rows, seeded ``seed, seed + 1, ...``;
@@ -1315,7 +1315,7 @@ def _generator(model: Any, tok: "MelodiaTokenizer", guidance: float | None = Non
     except ImportError as e:
         raise MelodiaError(f"melodia.generate is not available ({e}); cannot generate pieces "
                            "to evaluate") from None
-    gen = g.Generator(model, tok, default_programs=default_programs)
+    gen = g.Generator(model, tok, default_programs=default_programs, tempo_unknown=tempo_unknown)
     batch = int(getattr(g, "MAX_N", 16))
     extra = {} if guidance is None else {"guidance": float(guidance)}
 
@@ -1459,7 +1459,7 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
         raise BadInputError(f"{corpus}: fewer than 2 held-out pieces with notes in the {split} split")
     timings["real_excerpts"] = time.perf_counter() - t
 
-    gen = generate_fn or _generator(model, tok, guidance, meta.get("default_programs"))
+    gen = generate_fn or _generator(model, tok, guidance, meta.get("default_programs"), meta.get("tempo_unknown"))
     t = time.perf_counter()
     sets: dict[str, list[list[int]]] = {}
     for k, mood in enumerate(("any",) + tuple(CANONICAL_MOODS)):

@@ -124,6 +124,32 @@ def _final_val(run: Path) -> tuple[float | None, dict]:
     return (min(r["val_loss"] for r in vals) if vals else None), (steps[-1] if steps else {})
 
 
+def tempo_unknown(work: Path, tokenizer_json: Path) -> dict:
+    """The Tempo token that, in this corpus, mostly means "the file gave no tempo": music21 and
+    abc2midi write 120 qpm into such files, so they all land in the bin of 120. Written into
+    melodia.json as "tempo_unknown" when over half the pieces in that bin are tempo-less; the
+    generator then keeps it out of the moods' tempo bands and conditions an explicit 120 on the
+    nearest other bin (``Generator.tempo_for_model``)."""
+    import math
+
+    from melodia.tokenizer import MelodiaTokenizer
+
+    bins = {t: float(t.split("_", 1)[1]) for t in MelodiaTokenizer.load(tokenizer_json).remi.vocab
+            if t.startswith("Tempo_")}
+
+    def nearest(q: float) -> str:
+        return min(bins, key=lambda t: abs(math.log(bins[t] / q)))
+
+    token, pieces, tempo_less = nearest(120.0), 0, 0
+    for line in (work / "C" / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            d = json.loads(line)
+            if nearest(float(d.get("tempo") or 120.0)) == token:
+                pieces += 1
+                tempo_less += not d.get("tempo_known", True)
+    return {"token": token if 2 * tempo_less > pieces else None, "pieces": pieces, "tempo_less": tempo_less}
+
+
 def default_programs(work: Path) -> list[int]:
     """The instrument set the model saw most as an ensemble: the commonest program set among the
     corpus pieces with two or more tracks (POP909's melody, counter-melody and piano: 0, 1, 2).
@@ -154,7 +180,8 @@ def stage_moods(a) -> None:
         for p in model.parameters():
             p.copy_(p.to(torch.bfloat16).to(p.dtype))
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
-    gen = Generator(model, tok, default_programs=default_programs(a.work))
+    gen = Generator(model, tok, default_programs=default_programs(a.work),
+                    tempo_unknown=tempo_unknown(a.work, model_dir / "tokenizer.json")["token"])
     est = MoodEstimator()
     table = {}
     t0 = time.time()
@@ -220,11 +247,14 @@ def stage_export(a) -> None:
         for k in ("data", "out", "init"):
             meta["training"].pop(k, None)
     meta["default_programs"] = default_programs(a.work)
+    unknown = tempo_unknown(a.work, src / "tokenizer.json")
+    meta["tempo_unknown"] = unknown["token"]
     meta["default_model"] = {
         "val_loss": val, "val_loss_tenth_steps": val10, "moods": moods,
         "corpus": {"pieces": report["pieces"], "sources": ["music21 corpus", "POP909"],
                    "train_tokens": index["splits"]["train"]["tokens"]},
         "trained": last, "pretrained": {**last0, "val_loss": val0} if last0 else None,
+        "tempo_unknown": unknown,
         "hardware": a.hardware or f"{platform.processor() or platform.machine()}, CPU",
     }
     out = Path(a.out)
@@ -262,6 +292,12 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
     chunk_note = (": in the training on pieces moved to C each chunk (≤ 1,024 tokens, a passage of a song)"
                   " carries the mood estimated from its own notes"
                   + (", in the pretraining the mood of its whole piece" if pre else "")) if index.get("chunk_labels") else ""
+    unk = meta["default_model"].get("tempo_unknown") or {}
+    tempo_note = (f"* Tempo: {unk['tempo_less']:,} of the {unk['pieces']:,} pieces whose tempo falls in the bin of"
+                  f" 120 qpm (`{unk['token']}`) have no tempo of their own (music21 and abc2midi write 120"
+                  f" then), so melodia.json names it `tempo_unknown`: generation keeps it out of the moods'"
+                  f" tempo bands and reads an explicit 120 as the nearest other bin.\n"
+                  if unk.get("token") else "")
     balance_note = ("; chunks drawn so that each of the four moods is read equally often"
                     if t.get("balance_moods") else "")
     return f"""# melodia default model
@@ -279,7 +315,7 @@ Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
 * {report['pieces']:,} pieces after deduplication; {index['splits']['train']['tokens']:,} training
   tokens, {index['splits']['valid']['tokens']:,} validation tokens (split by song).
 * Moods: labelled by melodia's estimator (`melodia/moods.py`), not by people{chunk_note}.
-
+{tempo_note}
 ## Training
 
 Hardware: {meta['default_model']['hardware']}.

@@ -112,6 +112,32 @@ def test_a_model_directory_may_name_its_default_instruments(tiny_model_dir, tmp_
     assert {n.program for p in pieces for n in p.notes} == {0}
 
 
+def test_a_model_directory_may_name_its_tempo_unknown_token(tiny_model_dir, tmp_path):
+    """melodia.json "tempo_unknown": an explicit tempo in that bin conditions the model on the
+    nearest other bin, and the piece still plays at the tempo asked for. The shipped model
+    names the bin of 120 qpm, where its corpus's tempo-less files sit."""
+    import json
+    import shutil
+
+    from melodia import Composer, api
+    from melodia.generate import GenerationConfig
+
+    shipped = json.loads((api.DEFAULT_MODEL_DIR / "melodia.json").read_text())
+    assert shipped["tempo_unknown"] == "Tempo_122.99"
+    d = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, d)
+    meta = json.loads((d / "melodia.json").read_text())
+    plain = Composer.load(d, device="cpu")
+    meta["tempo_unknown"] = unknown = plain._gen.vocab.tempo_token(120)
+    (d / "melodia.json").write_text(json.dumps(meta))
+    c = Composer.load(d, device="cpu")
+    seen = c._gen.prepare(GenerationConfig(bars=2, tempo=120))[3][0].forced[3]
+    assert seen == frozenset([c._gen.tempo_for_model(120)]) and unknown not in seen
+    assert plain._gen.prepare(GenerationConfig(bars=2, tempo=120))[3][0].forced[3] == frozenset([unknown])
+    piece = c.generate(mood="tense", bars=2, tempo=120, seed=1)[0]
+    assert piece.tempo == pytest.approx(120.0) and piece.notes
+
+
 def test_same_seed_same_notes_and_moods_by_name_alias_or_plane(composer):
     a = composer.generate(mood="sad", bars=2, seed=5)[0]
     b = composer.generate(mood="melancholic", bars=2, seed=5)[0]

@@ -6,6 +6,7 @@ MidiTok token errors and has exactly the requested bars in the decoded MIDI.
 """
 from __future__ import annotations
 
+import math
 import random
 import sys
 from pathlib import Path
@@ -279,26 +280,53 @@ def test_guidance_valence_arousal_instruments_and_tempo(tok, trained):
         assert len(get_bars_ticks(tok.decode(ids))) == 2
 
 
-def test_mood_tempo_bands_leave_out_the_tempo_unknown_bin(tok, untrained, monkeypatch):
-    """Files with no tempo all sit at 120 qpm, so that bin says "tempo unknown", not "fast":
-    a mood's band offers the bins around it, and only falls back to it when it is all there is."""
+def test_a_models_tempo_unknown_token_is_left_out_of_bands_and_stepped_over(tok, untrained, monkeypatch):
+    """A model may name the Tempo token its tempo-less training files sat at (120 qpm: the
+    shipped model's "tempo_unknown"): a mood's band offers the bins around it and falls back to
+    it only when it is all there is, and an explicit tempo there conditions on the nearest other
+    bin. A model that names none gets the plain nearest token and the whole band."""
     from melodia import moods
 
-    gen = Generator(untrained, tok)
-    unknown = gen.vocab.tempo_token(120)
+    plain = Generator(untrained, tok)
+    unknown = plain.vocab.tempo_token(120)
+    gen = Generator(untrained, tok, tempo_unknown=unknown)
+    q = gen.vocab.tempos[unknown]
     for mood in ("tense", "happy"):
         lo, hi = moods.MOOD_TEMPO_BANDS[mood]
-        assert lo <= gen.vocab.tempos[unknown] <= hi  # the bin is inside both fast bands...
+        assert lo <= q <= hi  # the bin is inside both fast bands...
         offered = gen.prepare(GenerationConfig(mood=mood, bars=2))[3][0].forced[3]
         assert unknown not in offered and offered  # ...and never offered
         assert all(lo <= gen.vocab.tempos[t] <= hi for t in offered)
+        assert unknown in plain.prepare(GenerationConfig(mood=mood, bars=2))[3][0].forced[3]
         for ids in gen.generate(GenerationConfig(mood=mood, bars=2, n=4, seed=1)):
-            assert tok.decode(ids).tempos[0].qpm != pytest.approx(gen.vocab.tempos[unknown])
-    explicit = gen.generate(GenerationConfig(mood="tense", bars=2, tempo=120, seed=1))[0]
-    assert tok.decode(explicit).tempos[0].qpm == pytest.approx(gen.vocab.tempos[unknown])  # asked for: given
-    q = gen.vocab.tempos[unknown]
+            assert tok.decode(ids).tempos[0].qpm != pytest.approx(q)
+    # an explicit 120: the nearest other bin for the model, the plain nearest one otherwise
+    neighbour = gen.tempo_for_model(120)
+    assert neighbour != unknown and abs(math.log(gen.vocab.tempos[neighbour] / 120)) < 0.1
+    assert gen.prepare(GenerationConfig(mood="tense", bars=2, tempo=120))[3][0].forced[3] == frozenset([neighbour])
+    assert plain.prepare(GenerationConfig(mood="tense", bars=2, tempo=120))[3][0].forced[3] == frozenset([unknown])
+    assert gen.tempo_for_model(90) == plain.tempo_for_model(90)  # other tempos as before
     monkeypatch.setitem(moods.MOOD_TEMPO_BANDS, "tense", (q - 0.1, q + 0.1))
     assert gen.prepare(GenerationConfig(mood="tense", bars=2))[3][0].forced[3] == frozenset([unknown])
+    from melodia.errors import BadModelError
+
+    with pytest.raises(BadModelError, match="Tempo_7"):
+        Generator(untrained, tok, tempo_unknown="Tempo_7")
+
+
+def test_a_prompt_at_the_tempo_unknown_tempo_is_read_at_its_neighbour(tok, untrained):
+    gen = Generator(untrained, tok, tempo_unknown=Generator(untrained, tok).vocab.tempo_token(120))
+    seen = []
+    real = gen._sample
+    gen._sample = lambda g, cond, *a, **k: seen.append(list(cond)) or real(g, cond, *a, **k)
+    clip = made_up_piece(3, 4, 4)
+    clip.tempos.clear()
+    clip.tempos.append(symusic.Tempo(0, qpm=120.0))
+    out = gen.continue_from(clip, bars=1, cfg=GenerationConfig(seed=2))
+    tempo_ids = {i for t, i in tok.remi.vocab.items() if t.startswith("Tempo_")}
+    read = [t for i in seen[0] if i < tok.base_size for t in tok.base_tokens(i) if t.startswith("Tempo_")]
+    assert read and gen.tempo_unknown not in read and gen.tempo_for_model(120) in read
+    assert tempo_ids and out[0].tempos[0].qpm == pytest.approx(120.0, abs=0.01)  # the piece keeps its tempo
 
 
 def test_generate_scores_helper_and_tags_free_prefix(tok, untrained):
