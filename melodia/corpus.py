@@ -683,6 +683,42 @@ def corpus_stats(corpus_dir: str | os.PathLike) -> dict:
     }
 
 
+def ensemble_programs(rows: Iterable[dict]) -> list[int] | None:
+    """The commonest program set among pieces with two or more parts (POP909's melody,
+    counter-melody and piano: ``[0, 1, 2]``); None when no piece has two. A model trained on
+    these rows names it in melodia.json ("default_programs"): what plays when a request names
+    no instruments.
+
+    Example: ``ensemble_programs(load_manifest("C"))  # [0, 1, 2]``
+    """
+    sets = Counter(tuple(r.get("programs") or ()) for r in rows if len(r.get("programs") or ()) >= 2)
+    return list(sets.most_common(1)[0][0]) if sets else None
+
+
+def tempo_unknown_token(rows: Iterable[dict], tempo_tokens: dict[str, float]) -> dict:
+    """Whether the Tempo token of 120 qpm means "the file gave no tempo" in these rows.
+
+    music21 and abc2midi write 120 qpm into files that have none, so they all land in that
+    bin. Returns ``{"token": ..., "pieces": ..., "tempo_less": ...}``: the bin's token when over
+    half its pieces are tempo-less (else ``None``), the pieces in it and how many are. A model
+    trained on these rows names the token in melodia.json ("tempo_unknown"; see
+    ``Generator.tempo_for_model``).
+
+    Example: ``tempo_unknown_token(load_manifest("C"), {"Tempo_122.99": 122.99, ...})``
+    """
+    import math
+
+    def nearest(q: float) -> str:
+        return min(tempo_tokens, key=lambda t: abs(math.log(tempo_tokens[t] / q)))
+
+    token, pieces, tempo_less = nearest(120.0), 0, 0
+    for r in rows:
+        if nearest(float(r.get("tempo") or 120.0)) == token:
+            pieces += 1
+            tempo_less += not r.get("tempo_known", True)
+    return {"token": token if 2 * tempo_less > pieces else None, "pieces": pieces, "tempo_less": tempo_less}
+
+
 def _tempo_band(t: float) -> str:
     return "<70" if t < 70 else "70-99" if t < 100 else "100-129" if t < 130 else "130-159" if t < 160 else ">=160"
 

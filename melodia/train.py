@@ -572,6 +572,42 @@ def _resize_vocab(model: Any, vocab_size: int) -> list[int]:
     return list(range(old, vocab_size))
 
 
+def model_defaults(data: ShardData, inherited: dict | None = None) -> dict[str, Any]:
+    """melodia.json's "default_programs" and "tempo_unknown" for a model trained on ``data``.
+
+    Both come from the shards' corpus (index.json's "corpus", when its manifest is at hand):
+    the commonest ensemble of its pieces, and the 120 qpm Tempo token if most of its pieces
+    there are tempo-less (see :func:`melodia.corpus.tempo_unknown_token`). What the corpus
+    cannot tell comes from ``inherited``, the model fine-tuned from: a folder with no
+    multi-part piece keeps the base model's instruments, and one with no piece near 120 qpm
+    keeps its tempo-unknown token (a folder with real 120 qpm songs drops it: that bin is its
+    music now).
+
+    Example: ``model_defaults(ShardData("tokens"))  # {"default_programs": [0, 1, 2], ...}``
+    """
+    from .corpus import ensemble_programs, tempo_unknown_token
+    from .fileio import read_jsonl
+
+    inherited = dict(inherited or {})
+    corpus = data.index.get("corpus")
+    manifest = Path(corpus) / "manifest.jsonl" if corpus else None
+    rows = read_jsonl(manifest) if manifest is not None and manifest.is_file() else []
+    try:
+        vocab = json.loads((data.root / "tokenizer.json").read_text(encoding="utf-8")).get("_vocab_base", {})
+    except (OSError, ValueError):
+        vocab = {}
+    tempos = {t: float(t.split("_", 1)[1]) for t in vocab if t.startswith("Tempo_")}
+    out: dict[str, Any] = {}
+    programs = ensemble_programs(rows) or inherited.get("default_programs")
+    if programs:
+        out["default_programs"] = [int(p) for p in programs]
+    verdict = tempo_unknown_token(rows, tempos) if rows and tempos else {"pieces": 0}
+    token = verdict["token"] if verdict["pieces"] else inherited.get("tempo_unknown")
+    if token is not None and token in tempos:
+        out["tempo_unknown"] = token
+    return out
+
+
 def _build(cfg: TrainConfig, data: ShardData, resume_state: dict | None) -> tuple[Any, dict[str, Any]]:
     """The (maybe LoRA-wrapped) model on CPU and facts about it for melodia.json."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -593,7 +629,8 @@ def _build(cfg: TrainConfig, data: ShardData, resume_state: dict | None) -> tupl
         model.train()
         new_ids = _resize_vocab(model, data.vocab_size)
         info = {"preset": init_meta.get("preset") or preset_name(model_config_of(model.config)),
-                "init": str(cfg.init), "new_token_ids": new_ids}
+                "init": str(cfg.init), "new_token_ids": new_ids,
+                "init_defaults": {k: init_meta[k] for k in ("default_programs", "tempo_unknown") if k in init_meta}}
     else:
         import torch
 
@@ -809,7 +846,7 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
                              "steps_done": step, "tokens_seen": tokens_seen, "world_size": dist.world,
                              "device": dist.device.type, "parameters_trained": n_params,
                              "stopped_early": stopped_early},
-                "metrics": metrics}
+                "metrics": metrics, **model_defaults(data, info.get("init_defaults"))}
         tokenizer_json = data.root / "tokenizer.json"
         if not tokenizer_json.is_file():
             raise MelodiaError(f"{tokenizer_json}: not found; a model directory needs the shards' tokenizer")

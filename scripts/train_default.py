@@ -125,43 +125,22 @@ def _final_val(run: Path) -> tuple[float | None, dict]:
 
 
 def tempo_unknown(work: Path, tokenizer_json: Path) -> dict:
-    """The Tempo token that, in this corpus, mostly means "the file gave no tempo": music21 and
-    abc2midi write 120 qpm into such files, so they all land in the bin of 120. Written into
-    melodia.json as "tempo_unknown" when over half the pieces in that bin are tempo-less; the
-    generator then keeps it out of the moods' tempo bands and conditions an explicit 120 on the
-    nearest other bin (``Generator.tempo_for_model``)."""
-    import math
-
+    """``corpus.tempo_unknown_token`` of WORK/C with this tokenizer's Tempo tokens."""
+    from melodia.corpus import load_manifest, tempo_unknown_token
     from melodia.tokenizer import MelodiaTokenizer
 
-    bins = {t: float(t.split("_", 1)[1]) for t in MelodiaTokenizer.load(tokenizer_json).remi.vocab
-            if t.startswith("Tempo_")}
-
-    def nearest(q: float) -> str:
-        return min(bins, key=lambda t: abs(math.log(bins[t] / q)))
-
-    token, pieces, tempo_less = nearest(120.0), 0, 0
-    for line in (work / "C" / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            d = json.loads(line)
-            if nearest(float(d.get("tempo") or 120.0)) == token:
-                pieces += 1
-                tempo_less += not d.get("tempo_known", True)
-    return {"token": token if 2 * tempo_less > pieces else None, "pieces": pieces, "tempo_less": tempo_less}
+    tempos = {t: float(t.split("_", 1)[1]) for t in MelodiaTokenizer.load(tokenizer_json).remi.vocab
+              if t.startswith("Tempo_")}
+    return tempo_unknown_token(load_manifest(work / "C"), tempos)
 
 
 def default_programs(work: Path) -> list[int]:
-    """The instrument set the model saw most as an ensemble: the commonest program set among the
-    corpus pieces with two or more tracks (POP909's melody, counter-melody and piano: 0, 1, 2).
-    Written into melodia.json, it is what ``melodia generate`` plays when asked for no instruments."""
-    from collections import Counter
+    """The instrument set the model saw most as an ensemble (``corpus.ensemble_programs`` of
+    WORK/C: POP909's melody, counter-melody and piano, 0, 1, 2). Written into melodia.json, it
+    is what ``melodia generate`` plays when asked for no instruments."""
+    from melodia.corpus import ensemble_programs, load_manifest
 
-    sets = Counter()
-    for line in (work / "C" / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
-        progs = tuple(json.loads(line).get("programs") or ()) if line.strip() else ()
-        if len(progs) >= 2:
-            sets[progs] += 1
-    return list(sets.most_common(1)[0][0]) if sets else [0, 1]
+    return ensemble_programs(load_manifest(work / "C")) or [0, 1]
 
 
 def stage_moods(a) -> None:

@@ -485,3 +485,40 @@ def test_finetune_on_a_tagged_midi_folder_in_one_command(tmp_path, tiny_model_di
 
     piece = Composer.load(model_dir).generate(mood="calm", tags=["lofi"], bars=2, seed=1)[0]
     assert piece.bars == 2 and piece.notes
+    from melodia.corpus import ensemble_programs, load_manifest
+
+    mine = ensemble_programs(load_manifest(tmp_path / "run" / "corpus"))  # the folder's own ensemble plays
+    assert meta.get("default_programs") == (mine or json.loads((tiny_model_dir / "melodia.json").read_text())
+                                            .get("default_programs"))
+    assert "tempo_unknown" not in meta  # its 120 qpm marches are real tempos
+
+
+def test_tempo_unknown_token_needs_most_of_the_120_bin_tempo_less():
+    from melodia.corpus import ensemble_programs, tempo_unknown_token
+
+    bins = {"Tempo_115.93": 115.93, "Tempo_122.99": 122.99, "Tempo_130.48": 130.48}
+    folk = [{"tempo": 120.0, "tempo_known": False}] * 3 + [{"tempo": 121.0, "tempo_known": True}]
+    assert tempo_unknown_token(folk, bins) == {"token": "Tempo_122.99", "pieces": 4, "tempo_less": 3}
+    real = [{"tempo": 120.0, "tempo_known": False}, {"tempo": 124.0, "tempo_known": True},
+            {"tempo": 120.0, "tempo_known": True}, {"tempo": 90.0, "tempo_known": True}]
+    assert tempo_unknown_token(real, bins) == {"token": None, "pieces": 3, "tempo_less": 1}
+    assert ensemble_programs([{"programs": [0]}, {"programs": [0, 33]}, {"programs": [0, 1, 2]},
+                              {"programs": [0, 33]}]) == [0, 33]
+    assert ensemble_programs([{"programs": [0]}]) is None
+
+
+def test_model_defaults_come_from_the_corpus_then_the_base_model(small_shards, monkeypatch, tmp_path):
+    from melodia.corpus import ensemble_programs, load_manifest
+    from melodia.train import ShardData, model_defaults
+
+    data = ShardData(small_shards)
+    rows = load_manifest(data.index["corpus"])
+    base = {"default_programs": [0, 1, 2], "tempo_unknown": "Tempo_122.99"}
+    got = model_defaults(data, base)
+    # its corpus has a multi-part piece, and a real 120 qpm piece (qpm 70 + 10 * 5): both its own
+    assert got == {"default_programs": ensemble_programs(rows)} and got["default_programs"] != [0, 1, 2]
+    assert any(r["tempo_known"] and 119 < r["tempo"] < 127 for r in rows)
+    monkeypatch.setitem(data.index, "corpus", str(tmp_path / "gone"))  # shards moved without their corpus
+    assert model_defaults(data, base) == base
+    assert model_defaults(data, {"tempo_unknown": "Tempo_7"}) == {}  # a token the vocabulary lacks
+    assert model_defaults(data) == {}
