@@ -100,6 +100,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             path = out / f"{s}{ext}"
             piece.save(path, force=True, soundfont=args.soundfont)
             print(path)
+        # what was written, for a musician who let melodia pick (stdout stays the file list)
+        print(f"melodia: {s}: {piece.mood or 'any'}, {piece.key or 'no key'}, {piece.tempo:g} qpm, "
+              f"{piece.meter}, {piece.bars} bars, {len(piece)} notes", file=sys.stderr)
     return 0
 
 

@@ -22,12 +22,17 @@ def test_generate_writes_midi_and_wav_with_the_bars_asked(tmp_path, tiny_model_d
     args = ["generate", "--model", str(tiny_model_dir), "--mood", "melancholic", "--bars", "4", "--seed", "1",
             "--n", "2", "--out", str(out), "--wav"]
     assert main(args) == 0
-    printed = capsys.readouterr().out.split()
+    captured = capsys.readouterr()
+    printed = captured.out.split()
     assert sorted(printed) == sorted(str(out / f"melancholic-1-{i}{e}") for i in (1, 2) for e in (".mid", ".wav"))
+    told = captured.err.splitlines()  # what melodia chose, one line per piece
     for i in (1, 2):
         s = symusic.Score(str(out / f"melancholic-1-{i}.mid"))
         assert s.note_num() > 0 and _bars(out / f"melancholic-1-{i}.mid") == 4
         assert (out / f"melancholic-1-{i}.wav").stat().st_size > 44
+        line = told[i - 1]
+        assert line.startswith(f"melodia: melancholic-1-{i}: sad, ") and " minor, " in line
+        assert f"{s.tempos[0].qpm:g} qpm, 4/4, 4 bars, {s.note_num()} notes" in line
     before = (out / "melancholic-1-1.mid").read_bytes()
     assert main(args) == 2  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err
