@@ -602,7 +602,8 @@ class Composer:
           ``default_programs``: for the shipped model melody, counter-melody and piano, 0, 1, 2).
         * ``n`` variations (1-16) sampled as one batch; ``seed`` makes the result repeatable
           (same seed, model and device → same notes); ``temperature`` > 0; ``guidance`` is the
-          classifier-free guidance scale (1 = off; 1.5-3 follows the mood more strongly).
+          classifier-free guidance scale (1 = off; above 1 weighs the mood and key more, which for
+          the shipped model did not help: at 1.5 tense agreed 64% instead of 83%, sad 88% instead of 91%).
 
         Example:
             >>> pieces = c.generate(mood="calm", bars=8, key="F major", tempo=72, n=2, seed=1)

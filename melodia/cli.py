@@ -120,7 +120,8 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="same seed, model and machine → same notes")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     g.add_argument("--guidance", type=float, default=1.0,
-                   help="classifier-free guidance scale: 1 = off, 1.5-3 follows the mood more (default 1)")
+                   help="classifier-free guidance scale: 1 = off, above 1 weighs the mood and key more (default 1; for "
+                        "the shipped model 1.5 followed the minor moods less: tense 64%% vs 83%%, see its card)")
     g.add_argument("--chromatic", action="store_true",
                    help="let notes leave the key's scale (by default pitched notes stay in the key: "
                         "major, or natural minor)")
