@@ -46,6 +46,7 @@ import argparse
 import json
 import platform
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -272,11 +273,12 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
                   " carries the mood estimated from its own notes"
                   + (", in the pretraining the mood of its whole piece" if pre else "")) if index.get("chunk_labels") else ""
     unk = meta["default_model"].get("tempo_unknown") or {}
-    tempo_note = (f"* Tempo: {unk['tempo_less']:,} of the {unk['pieces']:,} pieces whose tempo falls in the bin of"
-                  f" 120 qpm (`{unk['token']}`) have no tempo of their own (music21 and abc2midi write 120"
-                  f" then), so melodia.json names it `tempo_unknown`: generation keeps it out of the moods'"
-                  f" tempo bands and reads an explicit 120 as the nearest other bin.\n"
-                  if unk.get("token") else "")
+    tempo_note = textwrap.fill(
+        f"* Tempo: {unk['tempo_less']:,} of the {unk['pieces']:,} pieces whose tempo falls in the bin of"
+        f" 120 qpm (`{unk['token']}`) have no tempo of their own (music21 and abc2midi write 120"
+        f" then), so melodia.json names it `tempo_unknown`: generation keeps it out of the moods'"
+        f" tempo bands and reads an explicit 120 as the nearest other bin.", width=98,
+        subsequent_indent="  ") + "\n" if unk.get("token") else ""
     balance_note = ("; chunks drawn so that each of the four moods is read equally often"
                     if t.get("balance_moods") else "")
     return f"""# melodia default model
