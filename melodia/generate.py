@@ -427,9 +427,9 @@ class _Vocab:
             if s and s[0][0] != OTHER:
                 self.by_first.setdefault(s[0][2], []).append(i)
 
-    def tempo_token(self, qpm: float) -> str:
-        """The Tempo token nearest (on a log scale) to ``qpm``."""
-        return min(self.tempos, key=lambda t: abs(math.log(self.tempos[t] / qpm)))
+    def tempo_token(self, qpm: float, skip: str | None = None) -> str:
+        """The Tempo token nearest (on a log scale) to ``qpm``, other than ``skip``."""
+        return min((t for t in self.tempos if t != skip), key=lambda t: abs(math.log(self.tempos[t] / qpm)))
 
 
 @dataclass
@@ -996,8 +996,7 @@ class Generator:
         """
         token = self.vocab.tempo_token(qpm)
         if token == self.tempo_unknown and len(self.vocab.tempos) > 1:
-            others = {t: q for t, q in self.vocab.tempos.items() if t != token}
-            token = min(others, key=lambda t: abs(math.log(others[t] / qpm)))
+            token = self.vocab.tempo_token(qpm, skip=token)
         return token
 
     def grammar(self, meter: tuple[int, int], programs: Sequence[int]) -> _Grammar:
