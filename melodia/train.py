@@ -760,6 +760,7 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
     if cfg.patience and not data.splits.get("valid"):
         raise BadInputError(f"{data.root}/index.json: --patience needs a valid split to watch, and there is none")
     model, info = _build(cfg, data, state)
+    defaults = model_defaults(data, info.get("init_defaults"))  # melodia.json's, read once per run
     base = _unwrap(model.get_base_model() if hasattr(model, "get_base_model") else model)
     seq_len = cfg.seq_len or min(data.max_len, base.config.max_position_embeddings)
     n_params = count_parameters(model)
@@ -846,7 +847,7 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
                              "steps_done": step, "tokens_seen": tokens_seen, "world_size": dist.world,
                              "device": dist.device.type, "parameters_trained": n_params,
                              "stopped_early": stopped_early},
-                "metrics": metrics, **model_defaults(data, info.get("init_defaults"))}
+                "metrics": metrics, **defaults}
         tokenizer_json = data.root / "tokenizer.json"
         if not tokenizer_json.is_file():
             raise MelodiaError(f"{tokenizer_json}: not found; a model directory needs the shards' tokenizer")
