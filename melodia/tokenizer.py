@@ -722,6 +722,19 @@ def _key_name(token: str) -> str:
     return key_from_token_name(token)
 
 
+def tempo_tokens(tokenizer_json: str | os.PathLike) -> dict[str, float]:
+    """A saved tokenizer's Tempo tokens and their qpm, read from the JSON alone (no MidiTok:
+    training runs on machines without it); {} when the file is missing or unreadable.
+
+    Example: ``tempo_tokens("T/tokenizer.json")["Tempo_122.99"]  # 122.99``
+    """
+    try:
+        vocab = json.loads(Path(tokenizer_json).read_text(encoding="utf-8")).get("_vocab_base", {})
+    except (OSError, ValueError):
+        return {}
+    return {t: float(t.split("_", 1)[1]) for t in vocab if t.startswith("Tempo_")}
+
+
 def _tempo_ids(remi) -> list[int]:
     return [i for t, i in remi.vocab.items() if t.startswith("Tempo_")]
 

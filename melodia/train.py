@@ -587,16 +587,13 @@ def model_defaults(data: ShardData, inherited: dict | None = None) -> dict[str, 
     """
     from .corpus import ensemble_programs, tempo_unknown_token
     from .fileio import read_jsonl
+    from .tokenizer import tempo_tokens
 
     inherited = dict(inherited or {})
     corpus = data.index.get("corpus")
     manifest = Path(corpus) / "manifest.jsonl" if corpus else None
     rows = read_jsonl(manifest) if manifest is not None and manifest.is_file() else []
-    try:
-        vocab = json.loads((data.root / "tokenizer.json").read_text(encoding="utf-8")).get("_vocab_base", {})
-    except (OSError, ValueError):
-        vocab = {}
-    tempos = {t: float(t.split("_", 1)[1]) for t in vocab if t.startswith("Tempo_")}
+    tempos = tempo_tokens(data.root / "tokenizer.json")
     out: dict[str, Any] = {}
     programs = ensemble_programs(rows) or inherited.get("default_programs")
     if programs:

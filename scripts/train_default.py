@@ -128,11 +128,9 @@ def _final_val(run: Path) -> tuple[float | None, dict]:
 def tempo_unknown(work: Path, tokenizer_json: Path) -> dict:
     """``corpus.tempo_unknown_token`` of WORK/C with this tokenizer's Tempo tokens."""
     from melodia.corpus import load_manifest, tempo_unknown_token
-    from melodia.tokenizer import MelodiaTokenizer
+    from melodia.tokenizer import tempo_tokens
 
-    tempos = {t: float(t.split("_", 1)[1]) for t in MelodiaTokenizer.load(tokenizer_json).remi.vocab
-              if t.startswith("Tempo_")}
-    return tempo_unknown_token(load_manifest(work / "C"), tempos)
+    return tempo_unknown_token(load_manifest(work / "C"), tempo_tokens(tokenizer_json))
 
 
 def default_programs(work: Path) -> list[int]:
