@@ -37,7 +37,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import BadInputError, BadMidiError, MelodiaError
 from .midifile import check_score, load_score
@@ -49,7 +49,8 @@ MUSIC21_OTHER = (".krn", ".mxl", ".xml", ".musicxml", ".rntxt")
 MANIFEST_FIELDS = (
     "id", "path", "file", "sha256", "source", "song", "split", "duration_s", "notes", "bars",
     "key", "key_source", "tempo", "tempo_known", "time_signature", "programs", "mood",
-    "mood_source", "valence", "arousal", "tags",
+    "mood_source", "valence", "arousal", "tags", "chords", "chord_source", "progressions", "grid16",
+    "grid_shift", "off_grid", "quantized", "pickup",
 )
 MIN_NOTES = 8  # fewer is no piece to learn from
 
@@ -273,7 +274,45 @@ def split_of(song: str) -> str:
 
 
 # --------------------------------------------------------------------------- one unit
-M21_CONVERTER = 3  # bump when music21_to_score changes: the export cache is keyed on it
+M21_CONVERTER = 4  # bump when music21_to_score changes: the export cache is keyed on it
+
+
+def measure_offset_map(part) -> "Callable[[float], float]":
+    """Where each offset of a music21 part moves so that every measure starts on a bar line.
+
+    A score writes a pickup as a short first measure under a full time signature, so a MIDI
+    file that keeps the offsets puts every later bar line in the middle of a real bar. melodia
+    pads instead: a short *first* measure (an anacrusis) gets a rest before it, any other short
+    measure (the half bar before a repeat, a short last bar) a rest after it, so the measure
+    after it starts on a bar line of the time signature in force. Returns ``f(offset) -> new
+    offset`` (quarter notes); ``f`` is the identity for a score with no short measure.
+
+    Example: ``f = measure_offset_map(music21.corpus.parse("bach/bwv1.6").parts[0]); f(1.0)  # 4.0``
+    """
+    import bisect
+
+    starts, shifts = [], []
+    total = 0.0
+    measures = list(part.getElementsByClass("Measure"))
+    for i, m in enumerate(measures):
+        full = float(m.barDuration.quarterLength)
+        nxt = float(measures[i + 1].offset) if i + 1 < len(measures) else None
+        length = (nxt - float(m.offset)) if nxt is not None else float(m.duration.quarterLength)
+        pad = full - length if 1e-6 < full - length < full else 0.0
+        if i == 0:
+            total += pad  # the pickup: rest before it
+            starts.append(float(m.offset)); shifts.append(total)
+        else:
+            starts.append(float(m.offset)); shifts.append(total)
+            total += pad  # a short bar: rest after it
+    if not any(shifts) and not total:
+        return lambda x: x
+
+    def move(x: float) -> float:
+        k = bisect.bisect_right(starts, x + 1e-9) - 1
+        return x + (shifts[k] if k >= 0 else shifts[0])
+
+    return move
 
 
 def music21_to_score(s) -> "symusic.Score":
@@ -293,17 +332,25 @@ def music21_to_score(s) -> "symusic.Score":
 
     sc = symusic.Score(TPQ)
     parts = list(s.parts) if s.hasPartLikeStreams() else [s]
+    move = measure_offset_map(parts[0])
+
+    def tick(offset: float) -> int:
+        return int(round(move(float(offset)) * TPQ))
+
+    def meta_tick(offset: float) -> int:  # a meter or tempo at 0 opens the padded first bar
+        return 0 if float(offset) < 1e-9 else tick(offset)
+
     seen_tempo = set()
     for part in parts:
         for mm in part.flatten().getElementsByClass(tempo.MetronomeMark):
             q = mm.getQuarterBPM()
-            t = int(round(float(mm.offset) * TPQ))
+            t = meta_tick(mm.offset)
             if q and t not in seen_tempo:
                 seen_tempo.add(t)
                 sc.tempos.append(symusic.Tempo(t, qpm=float(q)))
     sc.tempos.sort()
     for ts in parts[0].flatten().getElementsByClass(meter.TimeSignature):
-        sc.time_signatures.append(symusic.TimeSignature(int(round(float(ts.offset) * TPQ)), ts.numerator, ts.denominator))
+        sc.time_signatures.append(symusic.TimeSignature(meta_tick(ts.offset), ts.numerator, ts.denominator))
     for i, part in enumerate(parts):
         insts = [i for i in part.flatten().getElementsByClass(instrument.Instrument) if i.midiProgram is not None]
         program = insts[0].midiProgram if insts else 0
@@ -333,8 +380,11 @@ def music21_to_score(s) -> "symusic.Score":
                 if tie == "start":
                     open_ties[p] = rec
         for on, end, vel, p in notes:
-            t0 = int(round(on * TPQ))
-            track.notes.append(symusic.Note(t0, max(1, int(round(end * TPQ)) - t0), int(p), max(1, min(127, vel))))
+            t0 = tick(on)
+            # the end moves with the measure the note ends in (a tie over a padded bar line
+            # stretches; the rest sits between the bars, not inside the note)
+            t1 = int(round((move(end - 1e-6) + 1e-6) * TPQ))
+            track.notes.append(symusic.Note(t0, max(1, t1 - t0), int(p), max(1, min(127, vel))))
         if len(track.notes):
             sc.tracks.append(track)
     return sc
@@ -364,6 +414,331 @@ def _music21_export(path: str, cache_dir: Path) -> tuple[bytes, bool]:
     return data, tempo_known
 
 
+POP909_SNAP = 0.05  # POP909 onsets/ends this close (beats) to a sixteenth are put on it
+
+
+def _beats_of(times: "np.ndarray", beat_times: "np.ndarray") -> "np.ndarray":
+    """Seconds → beat index through annotated beat times, extrapolated at both ends."""
+    import numpy as np
+
+    k = np.arange(len(beat_times), dtype=np.float64)
+    q = np.interp(times, beat_times, k)
+    first = (beat_times[1] - beat_times[0]) or 0.5
+    last = (beat_times[-1] - beat_times[-2]) or 0.5
+    q = np.where(times < beat_times[0], (times - beat_times[0]) / first, q)
+    return np.where(times > beat_times[-1], k[-1] + (times - beat_times[-1]) / last, q)
+
+
+def read_pop909(mid_path: str, display: str | None = None) -> tuple["symusic.Score", str | None, list]:
+    """A POP909 song on its annotated beats: ``(score, key, chords)``.
+
+    Beat k of ``beat_midi.txt`` becomes quarter note k counted from the first downbeat (column
+    3, or column 2 for the triple-metre songs, whose column 2 marks every third beat), which
+    starts a bar of 4/4 (3/4). Notes before it form a pickup, padded with a rest to a full bar.
+    The tempo follows the beat spacing (a tempo change at a bar where it moves by more than
+    2%). Onsets and ends within :data:`POP909_SNAP` beats of a sixteenth are put on it (the
+    files are played, not quantised). Key: the first segment of ``key_audio.txt``; chords:
+    ``chord_midi.txt``, each change at the nearest half beat, ``[(beat, Chord|None)]``.
+
+    Example: ``score, key, chords = read_pop909("data/pop909/001/001.mid")``
+    """
+    import numpy as np
+    import symusic
+
+    from .harmony import quantize_times
+
+    folder = Path(mid_path).parent
+    name = display or str(mid_path)
+    try:
+        rows = [ln.split() for ln in (folder / "beat_midi.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
+        beats = np.array([[float(x) for x in r[:3]] for r in rows])
+    except (OSError, ValueError, IndexError) as e:
+        raise BadMidiError(name, f"unreadable beat_midi.txt ({e})") from None
+    if len(beats) < 8 or np.any(np.diff(beats[:, 0]) <= 0):
+        raise BadMidiError(name, "beat_midi.txt has too few beats or times that do not increase")
+    twos = np.flatnonzero(beats[:, 1] == 1)
+    triple = len(twos) > 2 and np.median(np.diff(twos)) == 3
+    bar_len = 3 if triple else 4
+    downs = twos if triple else np.flatnonzero(beats[:, 2] == 1)
+    first_down = int(downs[0]) if len(downs) else 0
+    src = load_score(Path(mid_path).read_bytes(), name).to("second")
+    times = beats[:, 0]
+    chord_rows = _pop909_chord_rows(folder)
+    first_down += _pop909_phase(src, times, first_down, bar_len, chord_rows)
+    onsets = [np.asarray(t.notes.numpy()["time"], np.float64) for t in src.tracks]
+    earliest = min((float(o.min()) for o in onsets if len(o)), default=float(times[first_down]))
+    lead = first_down - float(_beats_of(np.array([earliest]), times)[0])  # beats before bar 1
+    pad_bars = int(np.ceil(max(lead - POP909_SNAP, 0.0) / bar_len))
+    origin = first_down - pad_bars * bar_len  # beat index that becomes quarter 0
+
+    def quarters(t: "np.ndarray") -> "np.ndarray":
+        q = _beats_of(np.asarray(t, np.float64), times) - origin
+        snapped = quantize_times(q)
+        q = np.where(np.abs(snapped - q) <= POP909_SNAP, snapped, q)
+        return np.maximum(q, 0.0)
+
+    out = symusic.Score(TPQ)
+    out.time_signatures.append(symusic.TimeSignature(0, bar_len, 4))
+    # tempo per bar from the beat spacing
+    last_qpm = None
+    for b in range(-pad_bars, (len(times) - first_down) // bar_len + 1):
+        k0 = first_down + b * bar_len
+        a, z = max(k0, 0), min(k0 + bar_len, len(times) - 1)
+        if z - a < 1:
+            continue
+        qpm = 60.0 * (z - a) / (times[z] - times[a])
+        if last_qpm is None or abs(qpm / last_qpm - 1) > 0.02:
+            out.tempos.append(symusic.Tempo(max(0, (k0 - origin) * TPQ) if last_qpm is not None else 0, qpm=float(qpm)))
+            last_qpm = qpm
+    for tr in src.tracks:
+        a = tr.notes.numpy()
+        if len(a["time"]) == 0:
+            continue
+        on = np.round(quarters(a["time"]) * TPQ).astype(np.int64)
+        end = np.round(quarters(np.asarray(a["time"]) + np.asarray(a["duration"])) * TPQ).astype(np.int64)
+        new = symusic.Track(tr.name, program=tr.program, is_drum=tr.is_drum)
+        for t0, t1, p, v in zip(on, np.maximum(end, on + TPQ // 24), a["pitch"], a["velocity"]):
+            new.notes.append(symusic.Note(int(t0), int(t1 - t0), int(p), int(v)))
+        out.tracks.append(new)
+    chords: list = []
+    for start, chord in chord_rows:
+        beat = float(np.round(quarters(np.array([start]))[0] * 2) / 2)
+        if chords and abs(chords[-1][0] - beat) < 1e-9:
+            chords[-1] = (beat, chord)
+        elif not chords or chords[-1][1] != chord:
+            chords.append((beat, chord))
+    return out, _pop909_key(mid_path), chords
+
+
+def _pop909_chord_rows(folder: Path) -> list:
+    """``chord_midi.txt`` as ``[(start seconds, Chord|None)]`` ([] when missing)."""
+    from .harmony import parse_chord
+
+    rows = []
+    try:
+        lines = (folder / "chord_midi.txt").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return rows
+    for ln in lines:
+        parts = ln.split("\t")
+        if len(parts) < 3:
+            continue
+        try:
+            rows.append((float(parts[0]), parse_chord(parts[2].strip())))
+        except (ValueError, MelodiaError):
+            continue
+    return rows
+
+
+def _pop909_phase(src, times, first_down: int, bar_len: int, chord_rows: list) -> int:
+    """Beats to move an annotated first downbeat that the music contradicts.
+
+    In about a fifth of POP909's songs (measured on every ninth song) the downbeat flags sit
+    one beat off the music: most chord changes fall on beats 2 and 4 of the annotated bars, and
+    the lowest notes are no more often on the annotated beat 1 than on any other. When under
+    half of the chord changes fall on the annotated beat 1 (or, in 4/4, beat 3), the phase
+    moves to the beat with the most changes (of beats 2 and 4, the one where the bass lands
+    longest). Returns 0 to keep the annotation.
+    """
+    import numpy as np
+
+    from .harmony import NoteArrays, bass_on_downbeat
+
+    changes = [c for c in chord_rows if c[1] is not None]
+    if len(changes) < 8:
+        return 0
+    pos = np.round(_beats_of(np.array([t for t, _ in changes]), times) - first_down).astype(np.int64) % bar_len
+    counts = np.bincount(pos, minlength=bar_len)
+    strong = counts[0] + (counts[2] if bar_len == 4 else 0)
+    if strong >= 0.5 * counts.sum():
+        return 0
+    if bar_len != 4:
+        return int(np.argmax(counts))
+    on, end, pitch = [], [], []
+    for tr in src.tracks:
+        a = tr.notes.numpy()
+        on.append(_beats_of(np.asarray(a["time"], np.float64), times))
+        end.append(_beats_of(np.asarray(a["time"], np.float64) + np.asarray(a["duration"], np.float64), times))
+        pitch.append(np.asarray(a["pitch"], np.int64))
+    notes = NoteArrays(np.concatenate(on) - first_down, np.concatenate(end) - first_down, np.concatenate(pitch))
+    lo = float(notes.onset.min()) if notes.onset.size else 0.0
+    hi = float(notes.end.max()) if notes.end.size else 4.0
+
+    def bass(phi: int) -> float:
+        bars = np.arange(np.floor((lo - phi) / 4) * 4 + phi, hi + 4, 4.0)
+        v = bass_on_downbeat(notes, bars)
+        return -1.0 if np.isnan(v) else v
+
+    return max((1, 3), key=lambda phi: (counts[phi] + counts[(phi + 2) % 4], bass(phi)))
+
+
+def _grid16(score: "symusic.Score") -> float | None:
+    """Share of a score's onsets on a sixteenth of its own bar lines (harmony.grid_share)."""
+    from .harmony import NoteArrays, bar_lines, grid_share
+
+    n = NoteArrays.of_score(score)
+    return None if n.onset.size == 0 else round(grid_share(n.onset, bar_lines(score)), 4)
+
+
+def abc_pickup_onsets(tune: str) -> int:
+    """How many notes (a chord counts once) an ABC tune plays before its first bar line: 0 for
+    a tune that starts on a bar line. Reads the body after the ``K:`` line, skipping fields,
+    comments, quoted chord names, decorations and grace notes.
+
+    Example: ``abc_pickup_onsets("X:1\\nM:4/4\\nK:F\\nC2 | F2FF A2GF |")  # 1``
+    """
+    lines = tune.replace("\r", "").split("\n")
+    body, in_body = [], False
+    for ln in lines:
+        if not in_body:
+            in_body = ln.startswith("K:")
+            continue
+        if re.match(r"^[A-Za-z]:", ln) or ln.startswith("%"):
+            continue
+        body.append(ln.split("%", 1)[0])
+    text = re.sub(r'"[^"]*"|![^!]*!|\+[^+\s]*\+|\{[^}]*\}|\[[A-Za-z]:[^\]]*\]', "", " ".join(body))
+    count, i, n = 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "|" or (c == ":" and i + 1 < n and text[i + 1] == ":"):
+            return count
+        if c == "[":  # a chord: one onset
+            j = text.find("]", i)
+            inner = text[i + 1: j if j > 0 else n]
+            if re.search(r"[A-Ga-g]", inner):
+                count += 1
+            i = (j if j > 0 else n) + 1
+            continue
+        if c in "ABCDEFGabcdefg":
+            count += 1
+        i += 1
+    return 0
+
+
+def _shift_score(score: "symusic.Score", ticks: int) -> "symusic.Score":
+    """Every note, and every tempo, meter and marker after 0, moved by ``ticks`` (≥ 0 or a
+    shift that keeps times ≥ 0)."""
+    if not ticks:
+        return score
+    out = score.copy()
+    for tr in out.tracks:
+        tr.shift_time(ticks, inplace=True)
+    for lst in (out.tempos, out.time_signatures, out.markers):
+        for ev in lst:
+            if ev.time > 0:  # what stands at 0 opens the (padded) first bar
+                ev.time = max(0, ev.time + ticks)
+    return out
+
+
+def fix_abc_pickup(score: "symusic.Score", tune: str) -> tuple["symusic.Score", float]:
+    """An ABC tune whose first bar is short (an anacrusis) padded with a rest before it, so the
+    note after the first bar line starts bar 2; also drops abc2midi's one-tick lead-in.
+    Returns the score and the pickup length in beats (0 when none).
+
+    Example: ``score, pickup = fix_abc_pickup(symusic.Score.from_abc(tune), tune)``
+    """
+    import numpy as np
+
+    tpq = score.ticks_per_quarter
+    onsets = np.unique(np.concatenate([t.notes.numpy()["time"] for t in score.tracks if len(t.notes)] or [np.zeros(0, np.int64)]))
+    if onsets.size == 0:
+        return score, 0.0
+    lead = int(onsets[0]) if 0 < onsets[0] < tpq // 24 else 0
+    if lead:
+        score = _shift_score(score, -lead)
+        onsets = onsets - lead
+    k = abc_pickup_onsets(tune)
+    ts = score.time_signatures[0] if len(score.time_signatures) else None
+    bar = (4 * ts.numerator / ts.denominator if ts else 4.0) * tpq
+    if k == 0 or k >= onsets.size:
+        return score, 0.0
+    first_bar = int(onsets[k])
+    if first_bar <= 0 or first_bar >= bar - tpq // 24:
+        return score, 0.0
+    pad = int(round(bar - first_bar))
+    return _shift_score(score, pad), first_bar / tpq
+
+
+def add_chord_markers(score: "symusic.Score", chords: list | None = None) -> tuple["symusic.Score", list, str]:
+    """The piece's chords written as MIDI markers (lead-sheet names, ``N.C.`` for no chord) at
+    each change: ``chords`` as given (``[(beat, Chord|None)]``, e.g. POP909's annotation) or
+    recognised from the notes per half bar. Other markers are dropped. Returns the score, the
+    chords and their source ("annotated" or "recognised").
+
+    Example: ``score, chords, source = add_chord_markers(score)``
+    """
+    import symusic
+
+    from .harmony import NoteArrays, bar_lines, recognise_chords
+
+    source = "annotated" if chords is not None else "recognised"
+    if chords is None:
+        chords = recognise_chords(NoteArrays.of_score(score), bar_lines(score))
+    out = score.copy()
+    out.markers = symusic.core.TextMetaTickList()
+    for beat, ch in chords:
+        out.markers.append(symusic.TextMeta(int(round(beat * score.ticks_per_quarter)), ch.name if ch else "N.C."))
+    return out, chords, source
+
+
+def read_chord_markers(score: "symusic.Score") -> list:
+    """Chords written by :func:`add_chord_markers`: ``[(tick, Chord|None)]`` (markers that are
+    no chord name are skipped). Example: ``read_chord_markers(symusic.Score("C/pieces/x.mid"))``"""
+    from .harmony import parse_chord
+
+    out = []
+    for m in score.markers:
+        try:
+            out.append((int(m.time), parse_chord(m.text)))
+        except MelodiaError:
+            continue
+    return out
+
+
+def grid_check(score: "symusic.Score", quantize: bool = False) -> tuple["symusic.Score", dict]:
+    """A MIDI file's onsets against a sixteenth grid of its own tempo: the on-grid share, a
+    constant shift of the grid (steps of 1/48 beat) where one lifts that share from under 50%
+    to over 80% (applied), and whether the file is still off the grid (an unquantised
+    performance: under 80% of its onsets on the sixteenth-or-triplet grid). With ``quantize``
+    such a file's onsets and ends are snapped to that grid. Returns the score and
+    ``{"grid16", "grid_shift", "off_grid", "quantized"}``.
+
+    Example: ``score, info = grid_check(score)``
+    """
+    import numpy as np
+
+    from .harmony import GRID_TOLERANCE, best_phase, grid_share, quantize_times
+
+    tpq = score.ticks_per_quarter
+    onsets = np.concatenate([t.notes.numpy()["time"] for t in score.tracks if len(t.notes)] or [np.zeros(0)]) / tpq
+    info = {"grid16": None, "grid_shift": 0.0, "off_grid": False, "quantized": False}
+    if onsets.size == 0:
+        return score, info
+    share = grid_share(onsets)
+    if share < 0.5:
+        shift, best = best_phase(onsets)
+        if best > 0.8:
+            score = _shift_score(score, int(round(shift * tpq)))
+            onsets = onsets + round(shift * tpq) / tpq
+            share = grid_share(onsets)
+            info["grid_shift"] = round(shift, 4)
+    loose = float(np.mean(np.abs(quantize_times(onsets) - onsets) <= GRID_TOLERANCE + 1e-9))
+    info["off_grid"] = loose < 0.8
+    if info["off_grid"] and quantize:
+        score = score.copy()
+        for tr in score.tracks:
+            for note in tr.notes:
+                on = float(quantize_times(np.array([note.time / tpq]))[0])
+                end = float(quantize_times(np.array([(note.time + note.duration) / tpq]))[0])
+                note.time = int(round(on * tpq))
+                note.duration = max(int(round((end - on) * tpq)), tpq // 4)
+        onsets = np.concatenate([t.notes.numpy()["time"] for t in score.tracks if len(t.notes)]) / tpq
+        share = grid_share(onsets)
+        info["quantized"] = True
+    info["grid16"] = round(float(share), 4)
+    return score, info
+
+
 def _pop909_key(mid_path: str) -> str | None:
     p = Path(mid_path).parent / "key_audio.txt"
     try:
@@ -376,13 +751,16 @@ def _pop909_key(mid_path: str) -> str | None:
 
 
 def _row(score, unit: Unit, display: str, source_bytes: bytes, source: str, song: str,
-         tempo_known: bool, key: str | None, label, pieces_dir: Path) -> dict:
-    """Normalised piece → written file + manifest row."""
+         tempo_known: bool, key: str | None, label, pieces_dir: Path, chords: list | None = None,
+         extra: dict | None = None) -> dict:
+    """Normalised piece → written file (with its chords as markers) + manifest row."""
     from .fileio import write_bytes
-    from .moods import MoodEstimator, estimate_key
+    from .harmony import progression_string
+    from .moods import MoodEstimator, estimate_key, tonic_shift
 
     import miditok.utils
 
+    score, chords, chord_source = add_chord_markers(score, chords)
     chash = content_hash(score)
     pid = chash[:16]
     target = pieces_dir / f"{pid}.mid"
@@ -391,6 +769,8 @@ def _row(score, unit: Unit, display: str, source_bytes: bytes, source: str, song
     key_source = source if key else "estimated"
     if key is None:
         key = estimate_key(score).name
+    degrees = progression_string(chords, tonic_shift(key) % 12)
+    fours = Counter("-".join(degrees[i:i + 4]) for i in range(0, max(len(degrees) - 3, 0)))
     est = MoodEstimator().estimate(score, tempo_known=tempo_known)
     mood, mood_source = (label.mood, label.source) if label and label.mood else (est.mood, "estimated")
     ts = score.time_signatures[0] if len(score.time_signatures) else None
@@ -408,11 +788,17 @@ def _row(score, unit: Unit, display: str, source_bytes: bytes, source: str, song
         "mood": mood, "mood_source": mood_source,
         "valence": round(est.valence, 3), "arousal": round(est.arousal, 3),
         "tags": list(label.tags) if label else [],
+        "chords": sum(1 for _, c in chords if c is not None), "chord_source": chord_source,
+        "progressions": [p for p, _ in fours.most_common(3)],
+        **{"grid16": None, "grid_shift": 0.0, "off_grid": False, "quantized": False, "pickup": 0.0, **(extra or {})},
     }
 
 
-def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | None = None) -> UnitResult:
+def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | None = None,
+                 quantize: bool = False) -> UnitResult:
     """Read, normalise and label every piece of one unit; never raises for bad input.
+    ``quantize``: snap the onsets of MIDI files that are off the sixteenth grid (see
+    :func:`grid_check`).
 
     Example: ``res = process_unit(Unit("midi", "/a/x.mid", "a/x.mid", "/a", "x.mid"), "C/pieces", "cache")``
     """
@@ -427,7 +813,11 @@ def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | Non
         key = None
         tempo_known = True
         source = unit.kind
-        if unit.kind == "music21":
+        chords = None
+        extra: dict = {}
+        if unit.kind == "pop909":
+            score, key, chords = read_pop909(unit.path, unit.display)
+        elif unit.kind == "music21":
             try:
                 with _quiet_stderr():
                     midi_bytes, tempo_known = _music21_export(unit.path, Path(cache_dir))
@@ -436,16 +826,19 @@ def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | Non
             score = load_score(midi_bytes, unit.display)
         else:
             score = load_score(data, unit.display)
-        if unit.kind == "pop909":
-            key = _pop909_key(unit.path)
         if unit.kind == "midi":
             from .moods import label_from_path
 
             label = label_from_path(unit.rel, labels)
-        score = normalise(score, pop909=unit.kind == "pop909")
+        score = normalise(score)
         if score.note_num() < MIN_NOTES:
             raise BadMidiError(unit.display, f"too few notes ({score.note_num()} < {MIN_NOTES})")
-        res.rows.append(_row(score, unit, unit.display, data, source, song_key(unit), tempo_known, key, label, pieces))
+        if unit.kind == "midi":
+            score, extra = grid_check(score, quantize=quantize)
+        else:
+            extra = {"grid16": _grid16(score)}
+        res.rows.append(_row(score, unit, unit.display, data, source, song_key(unit), tempo_known, key, label,
+                             pieces, chords, extra))
     except MelodiaError as e:
         res.skipped.append({"path": unit.display, "reason": getattr(e, "problem", str(e))})
     except Exception as e:  # a bug or an unforeseen parser failure: report, keep building
@@ -466,10 +859,12 @@ def _process_abc(unit: Unit, pieces: Path, res: UnitResult) -> None:
             score = normalise(score)
             if score.note_num() < MIN_NOTES:
                 raise BadMidiError(name, f"too few notes ({score.note_num()} < {MIN_NOTES})")
+            score, pickup = fix_abc_pickup(score, tune)
             title = _abc_field(tune, "T") or f"{unit.display}#{ref}"
             tempo_known = _abc_field(tune, "Q") is not None
             res.rows.append(_row(score, unit, name, tune.encode("utf-8"), "music21", song_key(unit, title),
-                                 tempo_known, None, None, pieces))
+                                 tempo_known, None, None, pieces,
+                                 extra={"pickup": round(pickup, 4), "grid16": _grid16(score)}))
         except MelodiaError as e:
             res.skipped.append({"path": name, "reason": getattr(e, "problem", str(e))})
         except Exception as e:
