@@ -21,7 +21,8 @@ from .errors import MelodiaError
 def _cmd_corpus_build(args: argparse.Namespace) -> int:
     from .corpus import build_corpus, format_stats, corpus_stats
 
-    s = build_corpus(args.sources, args.out, workers=args.workers, progress=not args.quiet)
+    s = build_corpus(args.sources, args.out, workers=args.workers, progress=not args.quiet,
+                     quantize=args.quantize)
     print(f"{s.out}: {s.pieces} pieces ({s.processed_units} files processed, {s.reused_units} unchanged), "
           f"{s.duplicates} duplicates dropped, {s.skipped} skipped (see {s.out}/report.json)")
     if not args.quiet:
@@ -177,6 +178,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="corpus folder to write (re-runs update it)")
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     b.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
+    b.add_argument("--quantize", action="store_true",
+                   help="snap the onsets of MIDI files found off the sixteenth grid (played, unquantised "
+                        "performances) to sixteenths and eighth-note triplets; without it they are "
+                        "kept as played and listed in report.json")
     b.add_argument("--quiet", action="store_true", help="no progress bar or stats")
     b.set_defaults(func=_cmd_corpus_build)
     s = csub.add_parser("stats", help="print the mood, key, tempo and source distribution")

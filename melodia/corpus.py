@@ -43,6 +43,7 @@ from .errors import BadInputError, BadMidiError, MelodiaError
 from .midifile import check_score, load_score
 
 TPQ = 480
+READER = 2  # bump when how a source is read changes: a re-run then reprocesses every file
 SPLIT_SHARES = (("train", 90), ("valid", 5), ("test", 5))
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 MUSIC21_OTHER = (".krn", ".mxl", ".xml", ".musicxml", ".rntxt")
@@ -904,8 +905,10 @@ def default_cache_dir() -> Path:
 
 
 def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | None = None,
-                 progress: bool = True, cache_dir: str | os.PathLike | None = None) -> BuildSummary:
-    """Build (or update) a corpus folder from sources. See the module docstring.
+                 progress: bool = True, cache_dir: str | os.PathLike | None = None,
+                 quantize: bool = False) -> BuildSummary:
+    """Build (or update) a corpus folder from sources. See the module docstring. ``quantize``
+    snaps the onsets of MIDI files found off the sixteenth grid (:func:`grid_check`).
 
     Example:
         >>> s = build_corpus(["my_midi/"], "C"); s.pieces
@@ -939,7 +942,7 @@ def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | 
         except OSError as e:
             results.append(UnitResult(u, skipped=[{"path": u.display, "reason": f"cannot read ({e.strerror})"}]))
             continue
-        sig = f"{st.st_size}:{st.st_mtime_ns}:{_labels_sig(labels_by_root.get(u.root))}"
+        sig = f"{st.st_size}:{st.st_mtime_ns}:{_labels_sig(labels_by_root.get(u.root))}:q{int(quantize)}:r{READER}"
         prev = state.get(u.path)
         if prev and prev.get("sig") == sig and all((out / r["file"]).exists() for r in prev["rows"]):
             results.append(UnitResult(u, prev["rows"], prev["skipped"]))
@@ -949,7 +952,7 @@ def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | 
             new_state[u.path] = {"sig": sig}
     reused = len(results)
     todo.sort(key=lambda u: -u.cost)  # slow music21 exports first keep both cores busy
-    args = [(u, str(pieces_dir), str(cache), labels_by_root.get(u.root)) for u in todo]
+    args = [(u, str(pieces_dir), str(cache), labels_by_root.get(u.root), quantize) for u in todo]
     workers = workers or min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
     from tqdm.auto import tqdm
 
@@ -977,6 +980,10 @@ def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | 
         "duplicates": dups,
         "splits": dict(Counter(r["split"] for r in rows)),
         "moods": dict(Counter(r["mood"] for r in rows)),
+        # MIDI files still off the sixteenth grid after the phase check (played, unquantised):
+        # `--quantize` snaps them
+        "off_grid": [r["path"] for r in rows if r.get("off_grid") and not r.get("quantized")],
+        "quantized": [r["path"] for r in rows if r.get("quantized")],
         "skipped": skipped,
     }
     write_json(out / "report.json", report)
@@ -1075,7 +1082,24 @@ def corpus_stats(corpus_dir: str | os.PathLike) -> dict:
         "time_signatures": dist(r["time_signature"] for r in rows),
         "sources": dist(r["source"] for r in rows),
         "splits": dist(r["split"] for r in rows),
+        "grid16": _grid_summary(rows),
+        "chord_sources": dist(r.get("chord_source") or "none" for r in rows),
+        "progressions": {mode: [{"progression": p, "pieces": c} for p, c in Counter(
+            p for r in rows if r["key"].split()[-1] == mode for p in r.get("progressions") or []).most_common(8)]
+            for mode in ("major", "minor")},
     }
+
+
+def _grid_summary(rows: list[dict]) -> dict:
+    """Onsets on a sixteenth of their bar lines: mean share over pieces (weighted by notes) and
+    the pieces a grid check shifted, found off the grid, or quantised."""
+    measured = [r for r in rows if r.get("grid16") is not None]
+    notes = sum(r["notes"] for r in measured) or 1
+    return {"share": round(sum(r["grid16"] * r["notes"] for r in measured) / notes, 4) if measured else None,
+            "shifted": sum(1 for r in rows if r.get("grid_shift")),
+            "off_grid": sum(1 for r in rows if r.get("off_grid") and not r.get("quantized")),
+            "quantized": sum(1 for r in rows if r.get("quantized")),
+            "pickups": sum(1 for r in rows if r.get("pickup"))}
 
 
 def ensemble_programs(rows: Iterable[dict]) -> list[int] | None:
@@ -1128,4 +1152,15 @@ def format_stats(stats: dict) -> str:
     lines.append("keys (top 8): " + ", ".join(f"{k} {v['pieces']}" for k, v in keys))
     lines.append(f"tempo (where marked, {stats['tempo_known']} pieces): "
                  + ", ".join(f"{k} qpm {v}" for k, v in stats["tempo_bands"].items()))
+    g = stats.get("grid16") or {}
+    if g.get("share") is not None:
+        lines.append(f"metre: {g['share']:.1%} of onsets on a sixteenth of their bar lines; {g['pickups']} pickups "
+                     f"padded; {g['shifted']} files shifted onto the grid; {g['off_grid']} off the grid "
+                     f"(unquantised, see report.json; --quantize snaps them); {g['quantized']} quantised")
+    if stats.get("chord_sources"):
+        lines.append("chords: " + ", ".join(f"{k} {v['pieces']}" for k, v in stats["chord_sources"].items()))
+    for mode, items in (stats.get("progressions") or {}).items():
+        if items:
+            lines.append(f"commonest progressions ({mode}): "
+                         + ", ".join(f"{x['progression']} ({x['pieces']})" for x in items[:5]))
     return "\n".join(lines)

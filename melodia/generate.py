@@ -356,12 +356,13 @@ def _has_fbgemm_fp16() -> bool:
 
 # =============================================================================== grammar
 # base token type codes
-BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, EOS_T, OTHER, START = range(12)
+BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, EOS_T, OTHER, START, CHORD = range(13)
+_NCODES = 16  # size of the per-type lookup arrays
 _TYPE_CODE = {"Bar": BAR, "TimeSig": TSIG, "Position": POS, "Tempo": TEMPO, "Program": PROG,
               "Pitch": PITCH, "PitchDrum": DRUM, "Velocity": VEL, "Duration": DUR}
 _NEXT = {  # type transitions inside a sequence (bar count, EOS and values checked elsewhere)
-    BAR: {TSIG}, TSIG: {POS, BAR}, POS: {PROG}, TEMPO: {PROG, POS, BAR}, PROG: {PITCH, DRUM},
-    PITCH: {VEL}, DRUM: {VEL}, VEL: {DUR}, DUR: {PROG, POS, BAR},
+    BAR: {TSIG}, TSIG: {POS, BAR}, POS: {PROG, CHORD}, TEMPO: {PROG, POS, BAR, CHORD}, PROG: {PITCH, DRUM},
+    PITCH: {VEL}, DRUM: {VEL}, VEL: {DUR}, DUR: {PROG, POS, BAR}, CHORD: {PROG, POS, BAR},
 }
 _BIG = 1 << 30
 
@@ -418,6 +419,9 @@ class _Vocab:
         for i in range(size):
             if i == EOS_ID:
                 self.seqs.append(((EOS_T, 0, "EOS_None"),))
+            elif i >= self.base_size and i - self.base_size < len(tok.controls) \
+                    and tok.controls[i - self.base_size].startswith("Chord_"):
+                self.seqs.append(((CHORD, 0, tok.controls[i - self.base_size]),))  # a chord change
             elif i in specials or i >= self.base_size:
                 self.seqs.append(other)
             else:
@@ -533,7 +537,7 @@ class _Grammar:
                         dc = max(dc, v)
                     else:
                         er = max(er, bars_in * L + pos + v)
-                elif t != VEL:
+                elif t not in (VEL, CHORD):
                     ok = False  # Tempo (only in the forced opening), specials, controls
                 if not ok:
                     break
@@ -554,21 +558,21 @@ class _Grammar:
         max_reach = max(int(dur_cur.max(initial=0)), int(end_rel.max(initial=0)))
         self.bl_cap = max(int(nbars.max(initial=0)), max_reach // L + 2)
         self._first = {}
-        for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR):
+        for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, CHORD):
             for drum in (False, True):
-                allowed = {BAR: {TSIG}, TSIG: {POS, BAR}, POS: {PROG}, TEMPO: {PROG, POS, BAR},
+                allowed = {BAR: {TSIG}, TSIG: {POS, BAR}, POS: {PROG, CHORD}, TEMPO: {PROG, POS, BAR, CHORD},
                            PROG: {DRUM} if drum else {PITCH}, PITCH: {VEL}, DRUM: {VEL},
-                           VEL: {DUR}, DUR: {PROG, POS, BAR}}[phase]
-                arr = np.zeros(OTHER + 2, bool)
+                           VEL: {DUR}, DUR: {PROG, POS, BAR}, CHORD: {PROG, POS, BAR}}[phase]
+                arr = np.zeros(_NCODES, bool)
                 arr[list(allowed)] = True
                 self._first[phase, drum] = arr
         self._finish = {}
-        for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR):
+        for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, CHORD):
             for more in (False, True):
                 allowed = {BAR: {TSIG}, TSIG: {BAR} if more else {POS}, TEMPO: {BAR} if more else {POS},
                            POS: {PROG}, PROG: {PITCH, DRUM}, PITCH: {VEL}, DRUM: {VEL}, VEL: {DUR},
-                           DUR: {BAR} if more else set()}[phase]
-                arr = np.zeros(OTHER + 2, bool)
+                           DUR: {BAR} if more else set(), CHORD: {BAR} if more else {PROG}}[phase]
+                arr = np.zeros(_NCODES, bool)
                 arr[list(allowed)] = True
                 self._finish[phase, more] = arr
         self._cache: dict[tuple, "torch.Tensor"] = {}
@@ -594,7 +598,7 @@ class _Grammar:
                 forced = True
             p = st.phase
             if t == BAR:
-                if p not in (START, TSIG, TEMPO, DUR) or st.bar >= N:
+                if p not in (START, TSIG, TEMPO, DUR, CHORD) or st.bar >= N:
                     return False
                 st.bar += 1
                 st.pos, st.here, ext = -1, {}, False
@@ -602,14 +606,17 @@ class _Grammar:
                 if p != BAR or v != self.meter:
                     return False
             elif t == POS:
-                if p not in (TSIG, TEMPO, DUR) or not st.pos < v < L:
+                if p not in (TSIG, TEMPO, DUR, CHORD) or not st.pos < v < L:
                     return False
                 st.pos, st.here, ext = v, {}, False
             elif t == TEMPO:
                 if not forced or p != POS:
                     return False
+            elif t == CHORD:
+                if p not in (POS, TEMPO):
+                    return False
             elif t == PROG:
-                if p not in (POS, TEMPO, DUR) or st.pos < 0 or v not in self.programs:
+                if p not in (POS, TEMPO, DUR, CHORD) or st.pos < 0 or v not in self.programs:
                     return False
                 if ext and start_counts.get(v, 0) >= MAX_ONSETS:
                     return False

@@ -211,7 +211,7 @@ def chord_of_weights(weights: np.ndarray, bass: int | None = None) -> Chord | No
 
 @dataclass(frozen=True)
 class NoteArrays:
-    """Pitched notes of a piece in beats: onset, end, pitch (drums left out).
+    """Pitched notes of a piece in beats: onset, end, pitch, program (drums left out).
 
     Example: ``NoteArrays.of_score(score)``
     """
@@ -219,14 +219,15 @@ class NoteArrays:
     onset: np.ndarray
     end: np.ndarray
     pitch: np.ndarray
+    program: np.ndarray | None = None
 
     @classmethod
     def of_score(cls, score) -> "NoteArrays":
-        """Read a symusic score (any time unit but seconds; ticks are divided by its TPQ)."""
+        """Read a symusic score (ticks are divided by its TPQ; seconds are converted to ticks)."""
         if "Tick" not in str(score.ttype) and "Quarter" not in str(score.ttype):
             score = score.to("tick")
         tpq = float(score.ticks_per_quarter) if "Tick" in str(score.ttype) else 1.0
-        on, dur, pitch = [], [], []
+        on, dur, pitch, prog = [], [], [], []
         for tr in score.tracks:
             if tr.is_drum:
                 continue
@@ -234,9 +235,10 @@ class NoteArrays:
             on.append(np.asarray(a["time"], np.float64) / tpq)
             dur.append(np.asarray(a["duration"], np.float64) / tpq)
             pitch.append(np.asarray(a["pitch"], np.int64))
+            prog.append(np.full(len(a["time"]), int(tr.program), np.int64))
         cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
         o = cat(on, np.float64)
-        return cls(o, o + np.maximum(cat(dur, np.float64), 0), cat(pitch, np.int64))
+        return cls(o, o + np.maximum(cat(dur, np.float64), 0), cat(pitch, np.int64), cat(prog, np.int64))
 
 
 def bar_lines(score, end_beats: float | None = None) -> np.ndarray:

@@ -72,8 +72,23 @@ def miditok_config() -> "miditok.TokenizerConfig":
     )
 
 
+#: fill-in-the-middle markers: ``prefix bars FIM_suffix suffix bars FIM_middle middle bars EOS``
+FIM_SUFFIX, FIM_MIDDLE = "FIM_suffix", "FIM_middle"
+
+
+def harmony_controls() -> list[str]:
+    """The chord tokens (``Chord_N``, ``Chord_C:maj`` …) and the two infilling markers.
+
+    Example: ``harmony_controls()[-2:]  # ['FIM_suffix', 'FIM_middle']``
+    """
+    from .harmony import chord_token_names
+
+    return chord_token_names() + [FIM_SUFFIX, FIM_MIDDLE]
+
+
 def default_controls(moods: Iterable[str] = (), tags: Iterable[str] = ()) -> list[str]:
-    """Control token names in id order: moods (canonical, any, user), keys (24, any), tags.
+    """Control token names in id order: moods (canonical, any, user), keys (24, any), chords
+    and infilling markers, tags.
 
     Example:
         >>> default_controls()[:5]
@@ -84,6 +99,7 @@ def default_controls(moods: Iterable[str] = (), tags: Iterable[str] = ()) -> lis
     names = [f"MOOD_{m}" for m in CANONICAL_MOODS] + ["MOOD_any"]
     names += [f"MOOD_{m}" for m in moods if f"MOOD_{m}" not in names]
     names += [key_token_name(k) for k in KEY_NAMES] + ["KEY_any"]
+    names += harmony_controls()
     names += [f"TAG_{t}" for t in dict.fromkeys(tags)]
     return names
 
@@ -216,8 +232,8 @@ class MelodiaTokenizer:
         """
         added = [n for n in dict.fromkeys(names) if n not in self.controls]
         for n in added:
-            if not (n.startswith("MOOD_") or n.startswith("TAG_") or n.startswith("KEY_")):
-                raise BadInputError(f"control token {n!r} must start with MOOD_, KEY_ or TAG_")
+            if not n.startswith(("MOOD_", "TAG_", "KEY_", "Chord_", "FIM_")):
+                raise BadInputError(f"control token {n!r} must start with MOOD_, KEY_, TAG_, Chord_ or FIM_")
         self.controls.extend(added)
         return added
 
@@ -237,6 +253,24 @@ class MelodiaTokenizer:
         if not self.is_trained:
             return [self.remi[i]]
         return list(self.remi._vocab_learned_bytes_to_tokens[self.remi._model.id_to_token(i)])
+
+    @property
+    def has_chords(self) -> bool:
+        """Whether this tokenizer writes chord tokens (tokenizers made before them do not)."""
+        return "Chord_N" in self.controls
+
+    def chord_id(self, chord: "Chord | None") -> int:
+        """Id of a chord's token (``None`` = ``Chord_N``). Example: ``tok.chord_id(parse_chord("Am"))``."""
+        from .harmony import chord_token_name
+
+        return self.control_id(chord_token_name(chord))
+
+    def chord_ids(self) -> dict[int, "Chord | None"]:
+        """Every chord token id and its chord. Example: ``tok.chord_ids()[tok.chord_id(None)]  # None``."""
+        from .harmony import chord_from_token_name
+
+        return {self.base_size + k: chord_from_token_name(c) for k, c in enumerate(self.controls)
+                if c.startswith("Chord_")}
 
     # ------------------------------------------------------------------ encode / decode
     def controls_prefix(self, mood: str = "any", key: str | None = None, tags: Sequence[str] = ()) -> list[int]:
@@ -266,12 +300,20 @@ class MelodiaTokenizer:
     def encode_score(self, score: "symusic.Score", shift: int = 0) -> list[int]:
         """REMI(+BPE) ids of a score, no controls; ``shift`` transposes its pitched notes first
         (semitones; drums stay). Example: ``ids = tok.encode_score(score)``."""
+        import numpy as np
+
+        chords = chord_positions(score, self.remi, shift) if self.has_chords else []
         if shift:
             score = transpose_score(score, shift)
-        seq = self.remi.encode(score)
-        if isinstance(seq, list):  # defensive: one stream is configured
-            seq = seq[0]
-        return list(seq.ids)
+        if not self.has_chords:
+            seq = self.remi.encode(score)
+            if isinstance(seq, list):  # defensive: one stream is configured
+                seq = seq[0]
+            return list(seq.ids)
+        seq = self.remi.encode(score, encode_ids=False)
+        base = np.asarray((seq[0] if isinstance(seq, list) else seq).ids, dtype=np.int64)
+        base = insert_chords(self, base, chords)
+        return [i for b in encode_bars(self, split_bars(base, self.remi.vocab["Bar_None"])) for i in b]
 
     def encode_piece(self, score: "symusic.Score", mood: str = "any", key: str | None = None,
                      tags: Sequence[str] = ()) -> list[int]:
@@ -293,6 +335,39 @@ class MelodiaTokenizer:
         score = self.remi.decode(seq)
         shift = self.decode_shift(ids)
         return transpose_score(score, shift) if shift else score
+
+    def chords(self, ids: Sequence[int]) -> list[tuple[float, "Chord | None"]]:
+        """The chord tokens of a sequence as ``(start beat, chord)``, in the key the notes
+        decode to (key-normalised: moved from C like the notes). Beats are quarter notes from
+        the first bar line. Example: ``tok.chords(ids)[:2]  # [(0.0, Chord(0, 'maj')), ...]``"""
+        chord_of = self.chord_ids()
+        if not chord_of:
+            return []
+        shift = self.decode_shift(ids)
+        out: list = []
+        bar, bar_start, bar_len, pos_beats = -1, 0.0, 4.0, 0.0
+        per_beat = int(self.remi.config.max_num_pos_per_beat)
+        den = 4
+        for i in ids:
+            i = int(i)
+            if i in chord_of:
+                ch = chord_of[i]
+                out.append((bar_start + pos_beats, ch.transposed(shift) if ch is not None and shift else ch))
+                continue
+            if i >= self.base_size or i < 4:
+                continue
+            for t in self.base_tokens(i):
+                kind, _, val = t.partition("_")
+                if kind == "Bar":
+                    bar_start = bar_start + bar_len if bar >= 0 else 0.0
+                    bar += 1
+                    pos_beats = 0.0
+                elif kind == "TimeSig":
+                    num, den = (int(x) for x in val.split("/"))
+                    bar_len = 4.0 * num / den
+                elif kind == "Position":
+                    pos_beats = int(val) / per_beat * 4.0 / den
+        return out
 
     def decode_shift(self, ids: Sequence[int]) -> int:
         """Semitones :meth:`decode` moves a sequence's notes: key-normalised, from C to the tonic
@@ -425,7 +500,10 @@ def _base_ids(path: str) -> tuple[str, "np.ndarray | str"]:
         seq = _WORKER_TOK.encode(score, encode_ids=False)
         if isinstance(seq, list):
             seq = seq[0]
-        return path, np.asarray(seq.ids, dtype=np.int32)
+        ids = np.asarray(seq.ids, dtype=np.int32)
+        if _WORKER_MTOK is not None and _WORKER_MTOK.has_chords:
+            return path, (ids, chord_positions(score, _WORKER_TOK))
+        return path, ids
     except Exception as e:  # reported by the caller, never fatal for the whole corpus
         return path, f"{e.__class__.__name__}: {e}"
 
@@ -447,10 +525,17 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     path, ids, prefix, max_len, shift, label = job
     tok = _WORKER_MTOK
     assert tok is not None
+    chords: list = []
     if ids is None:
         path, ids = _base_ids(path)
         if isinstance(ids, str):
             return path, ids
+        if isinstance(ids, tuple):
+            ids, chords = ids
+    elif tok.has_chords:  # base ids from the BPE stage: the chords are still to be read
+        import symusic
+
+        chords = chord_positions(symusic.Score(path), tok.remi)
     if len(ids) == 0:
         return path, "no tokens"
     remi = tok.remi
@@ -462,6 +547,9 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
         if table is None:
             table = _SHIFT_TABLES[shift] = pitch_shift_table(remi, shift)
         ids = table[ids]
+    if chords:  # chord tokens, moved with the notes (key-normalised: onto C)
+        ids = insert_chords(tok, ids, [(b, p, c.transposed(shift) if c is not None and shift else c)
+                                       for b, p, c in chords])
     budget = max_len - len(prefix) - 1 - 4  # 4: room for the tempo re-stated at a chunk start
     bars = split_bars(ids, remi.vocab["Bar_None"])
     encoded = encode_bars(tok, bars)  # BPE never crosses a bar line: a chunk's ids are its bars' ids
@@ -518,7 +606,7 @@ def _passage_estimate(remi, base_ids: "np.ndarray", tempo_known: bool):
 
     from .moods import MoodEstimator
 
-    score = remi.decode(TokSequence(ids=[int(i) for i in base_ids], are_ids_encoded=False))
+    score = remi.decode(TokSequence(ids=[int(i) for i in base_ids if int(i) < len(remi.vocab)], are_ids_encoded=False))
     return MoodEstimator().estimate(score, tempo_known=tempo_known)
 
 
@@ -570,6 +658,92 @@ def split_bars(ids: "np.ndarray", bar_id: int) -> list["np.ndarray"]:
     return [b for b in np.split(ids, starts) if len(b)]
 
 
+def chord_positions(score: "symusic.Score", remi, shift: int = 0) -> list[tuple[int, int, "Chord | None"]]:
+    """A score's chords as ``(bar index, REMI position in the bar, chord)``: its chord markers
+    (as the corpus writes them) or, with none, the chords recognised from its notes
+    (:func:`melodia.harmony.recognise_chords`), moved by ``shift`` semitones.
+
+    Example: ``chord_positions(symusic.Score("C/pieces/x.mid"), tok.remi)[:2]``
+    """
+    import numpy as np
+
+    from .corpus import read_chord_markers
+    from .harmony import NoteArrays, bar_lines, recognise_chords
+
+    tpq = score.ticks_per_quarter
+    chords = [(t / tpq, c) for t, c in read_chord_markers(score)]
+    bars = bar_lines(score)
+    if not chords:
+        notes = NoteArrays.of_score(score)
+        if notes.onset.size == 0:
+            return []
+        chords = recognise_chords(notes, bars)
+    per_beat = int(remi.config.max_num_pos_per_beat)
+    dens = sorted((float(ts.time) / tpq, int(ts.denominator)) for ts in score.time_signatures) or [(0.0, 4)]
+    out = []
+    for beat, ch in chords:
+        b = int(np.clip(np.searchsorted(bars, beat + 1e-9, side="right") - 1, 0, len(bars) - 2))
+        den = [d for t, d in dens if t <= beat + 1e-9]
+        pos = int(round((beat - bars[b]) * per_beat * (den[-1] if den else 4) / 4))
+        out.append((b, pos, ch.transposed(shift) if ch is not None and shift else ch))
+    return out
+
+
+def insert_chords(tok: "MelodiaTokenizer", ids: "np.ndarray", chords: Sequence[tuple]) -> "np.ndarray":
+    """REMI base ids with a chord token at each chord change: after the ``Position`` where the
+    chord starts (and after a ``Tempo`` right behind it), before its notes; where no note starts
+    at that position a ``Position`` is added for it.
+
+    Example: ``ids = insert_chords(tok, base_ids, chord_positions(score, tok.remi))``
+    """
+    import numpy as np
+
+    if not chords:
+        return ids
+    remi = tok.remi
+    names = [remi[int(i)] if int(i) < len(remi.vocab) else "" for i in ids]
+    pending: dict[int, list] = {}
+    for b, pos, ch in chords:
+        pending.setdefault(b, []).append((pos, tok.chord_id(ch)))
+    for v in pending.values():
+        v.sort()
+    out: list[int] = []
+    bar = -1
+    queue: list = []
+
+    def flush(before: int) -> None:  # chords at positions where no note starts
+        while queue and queue[0][0] < before:
+            pos, cid = queue.pop(0)
+            out.extend([remi.vocab[f"Position_{pos}"], cid] if f"Position_{pos}" in remi.vocab else [])
+
+    n = len(ids)
+    k = 0
+    while k < n:
+        name = names[k]
+        if name == "Bar_None":
+            flush(1 << 30)
+            bar += 1
+            queue = list(pending.get(bar, []))
+            out.append(int(ids[k]))
+            k += 1
+            continue
+        if name.startswith("Position_"):
+            pos = int(name.split("_")[1])
+            flush(pos)
+            out.append(int(ids[k]))
+            k += 1
+            if k < n and names[k].startswith("Tempo_"):
+                out.append(int(ids[k]))
+                k += 1
+            if queue and queue[0][0] == pos:
+                out.append(queue.pop(0)[1])
+            continue
+        out.append(int(ids[k]))
+        k += 1
+    flush(1 << 30)
+    return np.asarray(out, dtype=np.int64)
+
+
 def restate_tempo(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray":
     """A bar (REMI base ids) that opens a chunk or a context, made to carry the tempo in force:
     ``Bar TimeSig Position_0 Tempo …`` (REMI writes only tempo changes).
@@ -580,7 +754,7 @@ def restate_tempo(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray"
 
     if tempo_id is None:
         return bar
-    toks = [remi[int(i)] for i in bar[:4]]
+    toks = [remi[int(i)] if int(i) < len(remi.vocab) else "" for i in bar[:4]]
     k = 1 + int(len(toks) > 1 and toks[1].startswith("TimeSig_"))
     if len(toks) > k and toks[k] == "Position_0":
         if len(toks) > k + 1 and toks[k + 1].startswith("Tempo_"):
@@ -627,7 +801,8 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
 
     if tokenizer is not None:
         tok = tokenizer if isinstance(tokenizer, MelodiaTokenizer) else MelodiaTokenizer.load(tokenizer)
-        tok.add_controls([f"MOOD_{m}" for m in user_moods] + [f"TAG_{t}" for t in tags])
+        # a tokenizer made before chord tokens gets them (and the infilling markers) appended
+        tok.add_controls(harmony_controls() + [f"MOOD_{m}" for m in user_moods] + [f"TAG_{t}" for t in tags])
     else:
         tok = MelodiaTokenizer.new(user_moods, tags)
         tok.key_normalised = True
@@ -708,12 +883,23 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
         "mood_ids": {c[5:]: tok.control_id(c) for c in tok.controls if c.startswith("MOOD_")},
         "key_ids": {("any" if c == "KEY_any" else _key_name(c)): tok.control_id(c) for c in tok.controls if c.startswith("KEY_")},
         "tag_ids": {c[4:]: tok.control_id(c) for c in tok.controls if c.startswith("TAG_")},
+        "chord_ids": {c[6:]: tok.control_id(c) for c in tok.controls if c.startswith("Chord_")},
+        "fim_ids": {c[4:]: tok.control_id(c) for c in tok.controls if c.startswith("FIM_")},
+        "bar_ids": bar_start_ids(tok),
         "shards": shards, "chunks": index_chunks,
         "splits": {s: {"chunks": sum(1 for c in index_chunks if c["split"] == s), "tokens": tokens.get(s, 0)} for s in per_split},
         "corpus": str(corpus_dir.resolve()), "truncated_bars": truncated, "failed": failed,
     }
     write_json(out / "index.json", index, indent=None)
     return TokenizeSummary(out, tok.vocab_size, len(index_chunks), tokens, truncated, failed)
+
+
+def bar_start_ids(tok: MelodiaTokenizer) -> list[int]:
+    """The ids that open a bar (``Bar`` alone or BPE-merged with what follows it): training
+    cuts chunks at them to rearrange bars for infilling. Example: ``bar_start_ids(tok)[:3]``."""
+    if not tok.is_trained:
+        return [int(tok.remi.vocab["Bar_None"])]
+    return [i for i in range(tok.base_size) if tok.base_tokens(i)[:1] == ["Bar_None"]]
 
 
 def _key_name(token: str) -> str:
@@ -747,15 +933,47 @@ def encode_bars(tok: MelodiaTokenizer, bars: list) -> list[list[int]]:
     """
     if not tok.is_trained or not bars:
         return [[int(i) for i in b] for b in bars]
+    import numpy as np
+
     remi = tok.remi
-    encs = remi._model.encode_batch([[remi._ids_to_bytes(b.tolist(), as_one_str=True)] for b in bars],
+    base = len(remi.vocab)
+    # control ids (chords) stay as they are and cut their bar into runs BPE encodes apart
+    plan: list[list] = []
+    runs: list = []
+    for b in bars:
+        b = np.asarray(b)
+        ctrl = np.flatnonzero(b >= base)
+        if ctrl.size == 0:
+            plan.append([len(runs)])
+            runs.append(b)
+            continue
+        items, start = [], 0
+        for c in ctrl:
+            if c > start:
+                items.append(len(runs))
+                runs.append(b[start:c])
+            items.append(-int(b[c]) - 1)
+            start = c + 1
+        if start < len(b):
+            items.append(len(runs))
+            runs.append(b[start:])
+        plan.append(items)
+    encs = remi._model.encode_batch([[remi._ids_to_bytes(r.tolist(), as_one_str=True)] for r in runs],
                                     is_pretokenized=True)
-    return [e.ids for e in encs]
+    run_ids = [e.ids for e in encs]
+    # BPE marks the start of every word it encodes; a run that starts inside a bar (after a
+    # chord) keeps that mark as an id of its own that stands for no token: drop it
+    first_runs = {items[0] for items in plan if items and items[0] >= 0}
+    for k, r in enumerate(run_ids):
+        if k not in first_runs and r and not tok.base_tokens(r[0]):
+            run_ids[k] = r[1:]
+    return [[i for it in items for i in (run_ids[it] if it >= 0 else [-it - 1])] for items in plan]
 
 
 def _truncate_bar(bar, remi, tok: MelodiaTokenizer, budget: int):
     """Cut a bar at the last Position boundary that keeps its BPE length within budget."""
-    starts = [i for i in range(len(bar)) if remi[int(bar[i])].startswith("Position_")] + [len(bar)]
+    starts = [i for i in range(len(bar)) if int(bar[i]) < len(remi.vocab)
+              and remi[int(bar[i])].startswith("Position_")] + [len(bar)]
     best = bar[: starts[0]]
     for s in starts[1:]:
         if len(encode_bars(tok, [bar[:s]])[0]) > budget:

@@ -96,6 +96,7 @@ class TrainConfig:
     grad_clip: float = 1.0           # 0 turns clipping off
     cond_dropout: float = 0.1        # P(drop MOOD and KEY), then P(drop each) -> MOOD_any / KEY_any
     balance_moods: bool = False      # draw train chunks so that every MOOD token is read equally often
+    fim: float = 0.25                # share of train chunks rearranged for infilling (shards with FIM ids)
     seed: int = 0
     eval_every: int = 200
     eval_batches: int = 20           # batches per evaluation (0: the whole valid split)
@@ -107,10 +108,12 @@ class TrainConfig:
     compile: bool = False            # torch.compile the model (meant for CUDA)
     threads: int = 0                 # torch CPU threads (0: torch's default)
     resume: bool = False             # continue from out/checkpoint
+    max_minutes: float = 0.0         # stop (validated, checkpointed) after this much wall time; 0: no limit
 
 
 # Settings that may differ when resuming; every other one must match the checkpoint's.
-RESUME_OVERRIDABLE = frozenset({"data", "out", "resume", "steps", "eval_every", "eval_batches", "ckpt_every",
+RESUME_OVERRIDABLE = frozenset({"data", "out", "resume", "steps", "max_minutes", "eval_every", "eval_batches",
+                                "ckpt_every",
                                 "log_every", "patience", "save_dtype", "device", "compile", "threads"})
 
 
@@ -130,6 +133,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise BadInputError("lr must be > 0, min_lr_ratio in [0, 1], weight_decay and grad_clip >= 0")
     if not 0 <= cfg.cond_dropout <= 1:
         raise BadInputError(f"cond_dropout must be in [0, 1], got {cfg.cond_dropout}")
+    if not 0 <= cfg.fim <= 1:
+        raise BadInputError(f"fim must be in [0, 1], got {cfg.fim}")
     if cfg.preset and cfg.init:
         raise BadInputError("give either --preset (train from scratch) or --init (start from a model), not both")
     if cfg.lora and not cfg.init:
@@ -189,6 +194,13 @@ class ShardData:
         self.no_target = self.is_mood | self.is_key
         self.no_target[list(self.tag_ids.values())] = True
         self.no_target[self.pad_id] = True
+        # infilling: the markers are given, never predicted; chords are predicted like notes
+        fim = index.get("fim_ids") or {}
+        self.fim_suffix, self.fim_middle = fim.get("suffix"), fim.get("middle")
+        if self.fim_suffix is not None and self.fim_middle is not None:
+            self.no_target[[self.fim_suffix, self.fim_middle]] = True
+        self.is_bar = np.zeros(v, dtype=bool)
+        self.is_bar[[i for i in index.get("bar_ids") or [] if isinstance(i, int) and 0 <= i < v]] = True
 
         shards = index.get("shards")
         if not isinstance(shards, list) or not shards:
@@ -225,8 +237,35 @@ class ShardData:
         shard, off, length = self.splits[split][i]
         return np.asarray(self.arrays[shard][off:off + min(length, limit)], dtype=np.int64)
 
+    @property
+    def can_fim(self) -> bool:
+        """Whether these shards name the infilling markers and the bar-opening ids."""
+        return self.fim_suffix is not None and self.fim_middle is not None and bool(self.is_bar.any())
+
+    def fim_rearrange(self, s: np.ndarray, rng: np.random.Generator, max_middle: int = 8) -> np.ndarray:
+        """A chunk rearranged to teach infilling: ``controls, bars before, FIM_suffix, bars
+        after, FIM_middle, the missing bars, EOS`` (1 to ``max_middle`` missing bars, at least
+        one bar on each side). A chunk of fewer than 3 whole bars comes back unchanged.
+
+        Example: ``row = data.fim_rearrange(data.tokens("train", 0, 1025), np.random.default_rng(0))``
+        """
+        if len(s) < 4 or int(s[-1]) != self.eos_id:
+            return s
+        starts = np.flatnonzero(self.is_bar[s])
+        if len(starts) < 3:
+            return s
+        body_end = len(s) - 1
+        bounds = np.append(starts, body_end)
+        n = len(starts)
+        a = int(rng.integers(1, n - 1))                    # bars kept before the gap
+        m = int(rng.integers(1, min(max_middle, n - 1 - a) + 1))  # missing bars
+        pre, mid0, mid1 = bounds[a], bounds[a], bounds[a + m]
+        return np.concatenate([s[:pre], [self.fim_suffix], s[mid1:body_end], [self.fim_middle],
+                               s[mid0:mid1], [self.eos_id]]).astype(s.dtype)
+
     def batch(self, split: str, ids: Sequence[int], seq_len: int, pad_multiple: int = 8,
-              drop: np.ndarray | None = None, pack: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              drop: np.ndarray | None = None, pack: bool = False, fim: float = 0.0,
+              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Inputs and targets ``(x, y)``, each ``(rows, T)``, T <= seq_len.
 
         ``y[b, t]`` is the token after ``x[b, t]``, or -100 where nothing is to be learnt (padding,
@@ -237,8 +276,11 @@ class ShardData:
         with its own BOS and controls, so a chunk may see the one before it, never the reverse.
         """
         pieces = []
+        use_fim = fim > 0 and self.can_fim and rng is not None
         for b, i in enumerate(ids):
             s = self.tokens(split, i, seq_len + 1)
+            if use_fim and rng.random() < fim:
+                s = self.fim_rearrange(s, rng)[:seq_len + 1]
             xs, ys = s[:-1].copy(), s[1:].copy()
             ys[self.no_target[ys]] = IGNORE
             if drop is not None and len(xs) > 2:
@@ -804,7 +846,8 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
         out_ = []
         for m in range(cfg.grad_accum):
             sl = slice(m * cfg.batch_size, (m + 1) * cfg.batch_size)
-            x, y = data.batch("train", mine[sl], seq_len, pad_multiple, drop[sl], pack=cfg.pack)
+            x, y = data.batch("train", mine[sl], seq_len, pad_multiple, drop[sl], pack=cfg.pack, fim=cfg.fim,
+                              rng=np.random.default_rng([cfg.seed, 2, s, dist.rank, m]))
             xt, yt = torch.from_numpy(x), torch.from_numpy(y)
             if dist.device.type == "cuda":
                 xt, yt = xt.pin_memory().to(dist.device, non_blocking=True), yt.pin_memory().to(dist.device,
@@ -883,7 +926,8 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
             best, best_step, bad_evals = last_val, step, 0
         else:
             bad_evals += 1
-        progress.log({"step": step, "val_loss": last_val, "best_val_loss": best},
+        progress.log({"step": step, "val_loss": last_val, "best_val_loss": best,
+                      "time_s": round(elapsed_before + time.perf_counter() - t_start, 3)},
                      f"step {step}/{cfg.steps}  val {last_val:.4f}  (best {best:.4f} at {best_step})", final=True)
         if cfg.patience and improved and dist.is_main:
             save_model({"val_loss": last_val, "best_val_loss": best, "best_step": best_step})
@@ -944,10 +988,17 @@ def _run(cfg: TrainConfig, out: Path, dist: Dist) -> Path:
                                   f"{tok_s / 1000:.1f}k tok/s  ETA {_fmt_time(eta)}")
                 loss_sum.zero_()
                 loss_tokens, t_log = 0, now
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            out_of_time = bool(cfg.max_minutes) and dist.sum(
+                [float(elapsed_before + time.perf_counter() - t_start >= cfg.max_minutes * 60)])[0] > 0
+            if step % cfg.eval_every == 0 or step == cfg.steps or (out_of_time and step % cfg.eval_every):
                 eval_and_track()
-            if step % cfg.ckpt_every == 0 or step == cfg.steps or stopped_early:
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or stopped_early or out_of_time:
                 checkpoint()
+            if out_of_time:
+                if dist.is_main:
+                    print(f"melodia train: {cfg.max_minutes:g} minutes of wall time used; stopped at step {step}",
+                          file=sys.stderr)
+                break
     finally:
         prefetch.shutdown(wait=True, cancel_futures=True)
 
@@ -998,6 +1049,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--cond-dropout", type=float, help=f"P(mood/key -> any) (default {d.cond_dropout})")
     a("--balance-moods", action="store_true", default=None,
       help="draw train chunks so every mood is read equally often (default: each chunk once per epoch)")
+    a("--fim", type=float, help=f"share of train chunks rearranged to teach infilling (bars before, bars "
+                                f"after, then the missing bars; needs shards with chord/FIM tokens; "
+                                f"default {d.fim})")
     a("--seed", type=int, help=f"random seed (default {d.seed})")
     a("--eval-every", type=int, help=f"validate every N steps (default {d.eval_every})")
     a("--eval-batches", type=int, help=f"validation batches, 0 = all (default {d.eval_batches})")
@@ -1009,6 +1063,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--compile", action="store_true", default=None, help="torch.compile the model (CUDA)")
     a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     a("--resume", action="store_true", default=None, help="continue from OUT/checkpoint")
+    a("--max-minutes", type=float, help="stop after this much wall time, validated and checkpointed "
+                                        "(--resume goes on; default: no limit)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

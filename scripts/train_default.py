@@ -3,7 +3,7 @@
 mood check → export to ``melodia/weights/default/`` (with its MODEL_CARD.md).
 
 Data: music21's bundled corpus (installed with music21) and POP909 (MIT), read from
-``--pop909`` (default ``../shared/data/pop909`` beside the repository).
+``--pop909`` (default ``data/pop909`` in the repository; see data/README.md).
 
 Stages (``--stages``, default all, in this order; each reads what the one before wrote in
 ``--work``):
@@ -12,19 +12,27 @@ Stages (``--stages``, default all, in this order; each reads what the one before
 * ``tokenize`` — BPE 4,000 and chunks ≤ 1,024 of the pieces in their own keys, each chunk
                  labelled with its piece's mood → WORK/T0
 * ``pretrain`` — the ``small`` preset on WORK/T0 into WORK/run0 (``--pretrain-steps``)
-* ``normalise``— the same tokenizer, every piece moved to C major / C minor → WORK/T
+* ``normalise``— the same tokenizer (with ``--init``: that model's), chord tokens and the
+                 infilling markers appended, every piece moved to C major / C minor → WORK/T
                  (each chunk with its piece's mood and key: labelling chunks by their own
                  notes, ``tokenize_corpus(chunk_labels=True)``, was tried and not kept; see
                  docs/ARCHITECTURE.md)
-* ``train``    — from WORK/run0's weights, ``--steps`` more on WORK/T into WORK/run
+* ``train``    — from WORK/run0's weights (or ``--init MODEL``'s), ``--steps`` more on WORK/T
+                 into WORK/run; a quarter of the chunks are rearranged to teach infilling
                  (``--balance-moods``: chunks drawn so every mood is read equally often)
                  (both training stages resume if a checkpoint exists, and run on the GPU when
                  there is one: the shards need only torch + numpy)
 * ``baseline`` — the same preset from scratch on WORK/T for a tenth of all the steps
                  (pretrain + train), into WORK/run_tenth
+* ``compare``  — the ``tiny`` preset from scratch on WORK/T for ``--compare-minutes`` of wall
+                 time into WORK/run_tiny: its validation loss against the train stage's at the
+                 same wall time decides which preset ships (printed, kept for the card)
 * ``moods``    — 64 samples of 16 bars per mood (``--samples``) from the weights rounded to bfloat16 (as they
                  ship); the mood estimator's agreement and the happy/sad feature shifts
                  (printed as a table, with each set of 32 on its own, kept for the card)
+* ``metre``    — 16 samples × 4 moods × 16 bars against 64 real 16-bar POP909 excerpts cut at
+                 downbeats: onsets on a sixteenth and on a beat, bar-to-bar rhythm repetition,
+                 bass on the downbeat, beats holding a chord, chord-tone share (for the card)
 * ``export``   — weights in bfloat16, tokenizer.json, melodia.json and MODEL_CARD.md into
                  ``melodia/weights/default/`` (≤ 16 MB)
 
@@ -52,7 +60,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-STAGES = ("corpus", "tokenize", "pretrain", "normalise", "train", "baseline", "moods", "export")
+STAGES = ("corpus", "tokenize", "pretrain", "normalise", "train", "baseline", "compare", "moods", "metre", "export")
 DEFAULT_OUT = ROOT / "melodia" / "weights" / "default"
 STEPS = 750
 
@@ -85,21 +93,23 @@ def stage_tokenize(a) -> None:
 def stage_normalise(a) -> None:
     from melodia.tokenizer import tokenize_corpus
 
-    s = tokenize_corpus(a.work / "C", a.work / "T", max_len=a.max_len, tokenizer=a.work / "T0" / "tokenizer.json",
+    base = Path(a.init) / "tokenizer.json" if a.init else a.work / "T0" / "tokenizer.json"
+    s = tokenize_corpus(a.work / "C", a.work / "T", max_len=a.max_len, tokenizer=base,
                         key_normalise=True, chunk_labels=False)
     _stamp(f"tokens (moved to C): {s.tokens}")
 
 
-def _train(a, data: Path, out: Path, steps: int, init: Path | None = None, balance: bool = False) -> None:
+def _train(a, data: Path, out: Path, steps: int, init: Path | None = None, balance: bool = False,
+           preset: str = "small", max_minutes: float = 0.0) -> None:
     from melodia.train import TrainConfig, train
 
     resume = (out / "checkpoint" / "state.json").exists()
-    cfg = TrainConfig(data=str(data), out=str(out), preset=None if init else "small",
+    cfg = TrainConfig(data=str(data), out=str(out), preset=None if init else preset,
                       init=str(init) if init else None, steps=steps,
                       batch_size=a.batch_size, lr=a.lr, warmup=max(1, min(a.warmup, steps // 10)),
                       eval_every=max(1, min(a.eval_every, steps)), eval_batches=a.eval_batches,
                       ckpt_every=a.ckpt_every, log_every=5, threads=a.threads, device=a.device,
-                      balance_moods=balance, resume=resume)
+                      balance_moods=balance, resume=resume, max_minutes=max_minutes or a.max_minutes)
     t = time.time()
     train(cfg)
     _stamp(f"trained {out} in {time.time() - t:.0f} s")
@@ -110,7 +120,36 @@ def stage_pretrain(a) -> None:
 
 
 def stage_train(a) -> None:
-    _train(a, a.work / "T", a.work / "run", a.steps, init=a.work / "run0" / "model", balance=a.balance_moods)
+    init = Path(a.init) if a.init else a.work / "run0" / "model"
+    _train(a, a.work / "T", a.work / "run", a.steps, init=init, balance=a.balance_moods)
+
+
+def stage_compare(a) -> None:
+    """The tiny preset from scratch for the same wall time: which preset learns more per second."""
+
+    out = a.work / "run_tiny"
+    _train(a, a.work / "T", out, a.compare_steps, preset="tiny", max_minutes=a.compare_minutes)
+    res = compare_presets(a.work / "run", out)
+    (a.work / "compare.json").write_text(json.dumps(res, indent=1))
+    _stamp(f"compare: {res}")
+
+
+def _val_curve(run: Path) -> list[tuple[float, float]]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [(r.get("time_s", 0.0), r["val_loss"]) for r in rows if "val_loss" in r]
+
+
+def compare_presets(run_small: Path, run_tiny: Path) -> dict:
+    """Validation loss of each run at the tiny run's last validation's wall time."""
+    tiny = _val_curve(run_tiny)
+    small = _val_curve(run_small)
+    if not tiny or not small:
+        return {"note": "a run has no validation"}
+    t_end = tiny[-1][0]
+    small_at = [v for t, v in small if t <= t_end + 1]
+    return {"wall_s": round(t_end, 1), "tiny_val": round(min(v for _, v in tiny), 4),
+            "small_val_same_time": round(min(small_at), 4) if small_at else None,
+            "small_val_final": round(min(v for _, v in small), 4)}
 
 
 def stage_baseline(a) -> None:
@@ -186,6 +225,56 @@ def stage_moods(a) -> None:
     res = {"table": table, "seconds": round(time.time() - t0, 1), "bars": 16, "seed": a.seed}
     (a.work / "moods.json").write_text(json.dumps(res, indent=1))
     print(mood_table_md(res))
+
+
+def stage_metre(a) -> None:
+    """Metre and harmony of 16 samples × 4 moods × 16 bars against 64 real POP909 excerpts."""
+    import numpy as np
+
+    from melodia.corpus import load_manifest
+    from melodia.evaluate import _load_piece, bar_starts, excerpt, metre_harmony, metre_summary
+    from melodia.generate import GenerationConfig, Generator
+    from melodia.model import load_model_dir
+    from melodia.moods import CANONICAL_MOODS
+    from melodia.tokenizer import MelodiaTokenizer
+
+    model_dir = Path(a.metre_model) if a.metre_model else a.work / "run" / "model"
+    model, _ = load_model_dir(model_dir)
+    tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
+    gen = Generator(model, tok, default_programs=default_programs(a.work),
+                    tempo_unknown=tempo_unknown(a.work, model_dir / "tokenizer.json")["token"])
+    figs: dict = {}
+    for mood in CANONICAL_MOODS:
+        cfg = GenerationConfig(mood=mood, bars=16, n=16, seed=a.seed)
+        seqs = gen.generate(cfg)
+        figs[mood] = [metre_harmony(tok.decode(ids), tok.chords(ids) if tok.has_chords else None) for ids in seqs]
+    rows = [r for r in load_manifest(a.work / "C") if r["source"] == "pop909" and r["split"] != "train"]
+    rng = np.random.default_rng(a.seed)
+    real = []
+    for i in rng.permutation(len(rows))[:64]:
+        sc = _load_piece(a.work / "C", rows[int(i)])
+        n_bars = len(bar_starts(sc)) - 1
+        real.append(metre_harmony(excerpt(sc, int(rng.integers(0, max(n_bars - 16, 0) + 1)), 16)))
+    res = {"generated": metre_summary([f for fs in figs.values() for f in fs]),
+           "by_mood": {m: metre_summary(fs) for m, fs in figs.items()},
+           "real_pop909": metre_summary(real), "model": str(model_dir)}
+    (a.work / "metre.json").write_text(json.dumps(res, indent=1))
+    print(metre_table_md(res))
+
+
+def metre_table_md(res: dict) -> str:
+    names = {"grid16": "onsets on a sixteenth", "on_beat": "onsets on a beat",
+             "rhythm_repetition": "rhythm repetition (consecutive bars)", "bass_downbeat": "bass on the downbeat",
+             "chord_beats": "beats holding a triad/seventh", "chord_tones": "note time on chord tones",
+             "chord_tones_melody": "… melody", "chord_tones_accompaniment": "… accompaniment"}
+    moods = list(res["by_mood"])
+    lines = ["| figure | real POP909 (64 excerpts) | generated (64) | " + " | ".join(moods) + " |",
+             "|---|---|---|" + "---|" * len(moods)]
+    fmt = (lambda v: "–" if v is None else f"{v:.2f}")
+    for k, label in names.items():
+        cells = [res["real_pop909"][k]["mean"], res["generated"][k]["mean"]] + [res["by_mood"][m][k]["mean"] for m in moods]
+        lines.append(f"| {label} | " + " | ".join(fmt(c) for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def mood_table_md(res: dict) -> str:
@@ -329,7 +418,14 @@ for each set of 32 (with 32 samples a share moves by about ±8 points between se
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/melodia-default"))
-    ap.add_argument("--pop909", default=str(ROOT.parent / "shared" / "data" / "pop909"))
+    ap.add_argument("--pop909", default=str(ROOT / "data" / "pop909"), help="POP909 folder (default data/pop909)")
+    ap.add_argument("--init", default="", help="stages normalise and train start from this model directory "
+                                               "(its tokenizer and weights) instead of WORK/run0")
+    ap.add_argument("--metre-model", default="", help="model directory the metre stage measures (default WORK/run/model)")
+    ap.add_argument("--max-minutes", type=float, default=0.0, help="wall-time limit of each training stage (0: none)")
+    ap.add_argument("--compare-minutes", type=float, default=12.0,
+                    help="wall time of the compare stage's tiny run")
+    ap.add_argument("--compare-steps", type=int, default=3000, help="step budget of the tiny run (its lr schedule)")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--vocab", type=int, default=4000)
