@@ -6,7 +6,7 @@ so ``melodia --help`` is fast. A :class:`~melodia.errors.MelodiaError` prints on
 (``melodia: error: …``) and exits with status 2; anything else is a bug and shows a traceback.
 
 Example:
-    $ melodia corpus build music21: ../shared/data/pop909 --out C
+    $ melodia corpus build music21: data/pop909 --out C
 """
 from __future__ import annotations
 

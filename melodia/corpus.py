@@ -24,7 +24,7 @@ A re-run processes only new or changed source files (size and modification time 
 remembered in ``C/state.json``). Broken files never stop a build: they are reported.
 
 Example:
-    >>> summary = build_corpus(["music21:", "../shared/data/pop909"], "C")
+    >>> summary = build_corpus(["music21:", "data/pop909"], "C")
 """
 from __future__ import annotations
 

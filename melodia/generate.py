@@ -1170,6 +1170,10 @@ class Generator:
             from .tokenizer import pitch_shift_table
 
             base = pitch_shift_table(remi, -shift)[base]
+        if self.tok.has_chords:  # the prompt's chords (its markers, else recognised), as training read them
+            from .tokenizer import chord_positions, insert_chords
+
+            base = insert_chords(self.tok, base, chord_positions(pre, remi, -shift))
         bar_id = remi.vocab["Bar_None"]
         all_bars = split_bars(base, bar_id)
         n_orig = len(get_bars_ticks(orig))

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    default_src = ROOT.parent / "shared" / "data" / "pop909"
+    default_src = ROOT / "data" / "pop909"
     ap.add_argument("--source", default=str(default_src if default_src.exists() else ROOT / "tests" / "data" / "pop909"))
     ap.add_argument("--files", type=int, default=200, help="pieces to time (default 200)")
     ap.add_argument("--repeat", type=int, default=3)

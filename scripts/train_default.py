@@ -304,6 +304,17 @@ def stage_export(a) -> None:
     val0, last0 = _final_val(a.work / "run0") if (a.work / "run0" / "metrics.jsonl").exists() else (None, {})
     val10, _ = _final_val(a.work / "run_tenth") if (a.work / "run_tenth").exists() else (None, {})
     moods = json.loads((a.work / "moods.json").read_text()) if (a.work / "moods.json").exists() else None
+    metre = json.loads((a.work / "metre.json").read_text()) if (a.work / "metre.json").exists() else None
+    compare = json.loads((a.work / "compare.json").read_text()) if (a.work / "compare.json").exists() else None
+    history = None
+    if a.init:  # the model this run started from: its own training, from its melodia.json
+        import hashlib
+
+        init_meta = json.loads((Path(a.init) / "melodia.json").read_text())
+        dm = init_meta.get("default_model") or {}
+        history = {"sha256": hashlib.sha256((Path(a.init) / "model.safetensors").read_bytes()).hexdigest(),
+                   "pretrained": dm.get("pretrained"), "trained": dm.get("trained"), "val_loss": dm.get("val_loss"),
+                   "train_tokens": (dm.get("corpus") or {}).get("train_tokens")}
     index = json.loads((a.work / "T" / "index.json").read_text())
     report = json.loads((a.work / "C" / "report.json").read_text())
     meta = dict(meta)
@@ -323,7 +334,10 @@ def stage_export(a) -> None:
         "trained": last, "pretrained": {**last0, "val_loss": val0} if last0 else None,
         "tempo_unknown": unknown,
         "hardware": a.hardware or f"{platform.processor() or platform.machine()}, CPU",
+        "metre": metre, "preset_comparison": compare, "started_from": history,
     }
+    if history:
+        meta["default_model"]["pretrained"] = None
     out = Path(a.out)
     tmp = out.parent / (out.name + ".new")
     if tmp.exists():
@@ -353,6 +367,27 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
               + (f" ({pre.get('tokens', 0) / index_tokens0:.2f} epochs)" if index_tokens0 else "")
               + f", {pre.get('time_s', '?')} s; validation loss {pre['val_loss']:.3f} nats/token on its own"
               f" shards.\n\n**2. Training on the pieces moved to C** (stage `train`), from those weights:\n\n")
+    hist = meta["default_model"].get("started_from")
+    if hist:
+        hp, ht = hist.get("pretrained") or {}, hist.get("trained") or {}
+        t0 = (f"**1–2. The model it started from** (the previous default, weights sha256 `{hist['sha256'][:12]}…`, "
+              f"built by this script before bar lines and chords): {hp.get('step', '?')} steps from scratch on the "
+              f"pieces in their own keys ({hp.get('time_s', '?')} s), then {ht.get('step', '?')} steps on the pieces "
+              f"moved to C ({ht.get('time_s', '?')} s; validation loss {hist.get('val_loss') or float('nan'):.3f} on "
+              f"those shards), both on the corpus read on the MIDI tempo grid with pickups as bar 1.\n\n"
+              f"**3. This retrain** (stage `train --init`), from those weights, on the corpus with real bar lines, "
+              f"chord tokens and infilling rows:\n\n")
+    cmp_ = meta["default_model"].get("preset_comparison")
+    cmp_note = ""
+    if cmp_ and cmp_.get("tiny_val") is not None:
+        cmp_note = (f"\n* Preset chosen by measurement (stage `compare`): the `tiny` preset from scratch on the same"
+                    f" shards for {cmp_['wall_s'] / 60:.0f} minutes of wall time reached validation loss"
+                    f" {cmp_['tiny_val']:.3f}; this run had reached {cmp_['small_val_same_time']:.3f} after the same"
+                    f" wall time (it started from trained weights, which is the point: on 2 cores a retrain that"
+                    f" keeps what the last model learned beats a smaller model from scratch), {cmp_['small_val_final']:.3f}"
+                    f" at the end.")
+    metre = meta["default_model"].get("metre")
+    metre_md = metre_table_md(metre) if metre else "_Not measured._"
     listen = Path(a.listening).read_text(encoding="utf-8") if a.listening else "_Not yet done._"
     limits = Path(a.limits).read_text(encoding="utf-8") if a.limits else "_Not written._"
     epochs = tr.get("tokens", 0) / max(1, index["splits"]["train"]["tokens"])
@@ -371,7 +406,7 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
     return f"""# melodia default model
 
 A {params / 1e6:.2f} M-parameter Llama-style causal Transformer (preset `small`: 6 layers,
-d_model 320, RoPE) over MidiTok REMI + BPE tokens with mood, key and tag control tokens.
+d_model 320, RoPE) over MidiTok REMI + BPE tokens with mood, key, chord and tag control tokens.
 Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
 
 ## Data and licences
@@ -379,7 +414,11 @@ Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
 * music21's bundled corpus (BSD-licensed toolkit; the works are public domain or distributed
   with music21 under its licence): ABC folk collections, Bach chorales, Palestrina, Monteverdi,
   Beethoven/Mozart/Haydn quartets and more.
-* POP909 (MIT, © 2020 Music X Lab): 909 Chinese pop songs, melody + bridge + piano.
+* POP909 (MIT, © 2020 Music X Lab): 909 Chinese pop songs, melody + bridge + piano, read on
+  their annotated beats with their annotated keys and chords (`data/pop909`).
+* Bar lines are the music's: pickups padded to a full bar; chords annotated (POP909) or
+  recognised per half bar (the rest), one `Chord_<root>:<quality>` token at each change; a
+  quarter of the training chunks rearranged to teach infilling (docs/corpus.md).
 * {report['pieces']:,} pieces after deduplication; {index['splits']['train']['tokens']:,} training
   tokens, {index['splits']['valid']['tokens']:,} validation tokens (split by song).
 * Moods: labelled by melodia's estimator (`melodia/moods.py`), not by people{chunk_note}.
@@ -395,7 +434,19 @@ Hardware: {meta['default_model']['hardware']}.
   the training run: {tr.get('time_s', '?')} s.
 * Validation loss: {val if val is None else f'{val:.3f}'} nats/token (best); the same preset trained
   from scratch on the same shards for a tenth of all the steps: {val10 if val10 is None else f'{val10:.3f}'}
-  nats/token.
+  nats/token.{cmp_note}
+
+## Metre and harmony (measured by the script)
+
+16 samples × 4 moods × 16 bars from these weights (default settings, seed {a.seed}) against 64
+real 16-bar POP909 excerpts of the held-out songs, cut at bar lines; each piece on its own bar
+lines. On a sixteenth / beat: within 0.025 beat. Rhythm repetition: Jaccard similarity of
+consecutive bars' onset sets on a sixteenth grid. Bass on the downbeat: of the lowest notes
+starting on each beat, the share (by duration) on beat 1 (0.25 = no sense of the bar in 4/4).
+Chord tones: share of note time on the tones of the chord in force (the generations' own chord
+tokens; the excerpts' annotated chords); melody = program 0, accompaniment = program 2.
+
+{metre_md}
 
 ## Mood control (measured by the script)
 

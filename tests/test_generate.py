@@ -107,9 +107,12 @@ def trained(tok):
 
 
 def _errors(tok: MelodiaTokenizer, ids) -> float:
-    """MidiTok's own token-error rate (0.0 = every token type / position / note is valid)."""
-    seq = TokSequence(ids=tok.strip_controls(ids), are_ids_encoded=True)
-    return float(tok.remi.tokens_errors(seq))
+    """MidiTok's own token-error rate (0.0 = every token type / position / note is valid), with
+    the Position a chord change opens where no note starts left out (count_errors)."""
+    if not tok.has_chords:
+        seq = TokSequence(ids=tok.strip_controls(ids), are_ids_encoded=True)
+        return float(tok.remi.tokens_errors(seq))
+    return tok.count_errors(ids)
 
 
 def _notes(score) -> list[tuple]:
