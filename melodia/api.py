@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
 
-from .errors import BadInputError, BadModelError
+from .errors import BadInputError, BadModelError, MelodiaError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import music21
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from .tokenizer import MelodiaTokenizer
 
-__all__ = ["Composer", "Piece", "Note", "notes_to_score", "DEFAULT_MODEL_DIR"]
+__all__ = ["Composer", "Piece", "Note", "ChordSpan", "notes_to_score", "DEFAULT_MODEL_DIR"]
 
 #: Where the shipped default model lives (built by the project's training script).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "default"
@@ -86,6 +86,20 @@ class Note:
 
     def to_dict(self) -> dict[str, Any]:
         """The note as a JSON-ready dict. Example: ``json.dumps(note.to_dict())``."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ChordSpan:
+    """A chord of a piece: its lead-sheet name (``Am7``, ``F/A``), where it starts and how long
+    it lasts, in beats. Example: ``ChordSpan("Am", 0.0, 4.0).name``."""
+
+    name: str
+    start_beat: float
+    length_beats: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict. Example: ``piece.chords[0].to_dict()``."""
         return asdict(self)
 
 
@@ -287,6 +301,35 @@ class Piece:
 
     # ------------------------------------------------------------------ reading
     @property
+    def chords(self) -> list[ChordSpan]:
+        """The piece's chords, from its chord markers (a generated piece carries the chords the
+        model wrote, one per change; ``N.C.`` = no chord): name, start beat, length in beats.
+
+        Example: ``[(c.name, c.start_beat) for c in piece.chords[:4]]``
+        """
+        from .harmony import parse_chord
+
+        s = self._score
+        tpq = s.ticks_per_quarter
+        marks = []
+        for m in s.markers:
+            if m.text.strip().upper() in ("N.C.", "NC", "N"):
+                marks.append((int(m.time), "N.C."))
+                continue
+            try:
+                ch = parse_chord(m.text)
+            except MelodiaError:
+                continue
+            marks.append((int(m.time), ch.name))
+        marks.sort()
+        end = max(self.length_beats, (marks[-1][0] / tpq) if marks else 0.0)
+        out = []
+        for k, (t, name) in enumerate(marks):
+            stop = marks[k + 1][0] / tpq if k + 1 < len(marks) else end
+            out.append(ChordSpan(name, round(t / tpq, 4), round(stop - t / tpq, 4)))
+        return out
+
+    @property
     def notes(self) -> list[Note]:
         """Every note, sorted by start beat, then pitch, then program.
 
@@ -413,7 +456,7 @@ class Piece:
         return to_music21(self._score, quantize=quantize)
 
     def to_dict(self, include_midi: bool = True) -> dict[str, Any]:
-        """A JSON-ready summary: notes, bars, tempo, meter, mood, key, seed, lengths and (unless
+        """A JSON-ready summary: notes, chords, bars, tempo, meter, mood, key, seed, lengths and (unless
         ``include_midi=False``) the MIDI file as base64. This is what ``melodia serve`` answers.
 
         Example: ``json.dumps(piece.to_dict(include_midi=False))``
@@ -421,7 +464,8 @@ class Piece:
         d: dict[str, Any] = {
             "bars": self.bars, "tempo": self.tempo, "meter": self.meter, "mood": self.mood,
             "key": self.key, "seed": self.seed, "length_beats": self.length_beats,
-            "duration_s": self.duration_s, "notes": [n.to_dict() for n in self.notes],
+            "duration_s": self.duration_s, "chords": [c.to_dict() for c in self.chords],
+            "notes": [n.to_dict() for n in self.notes],
         }
         if include_midi:
             d["midi_base64"] = base64.b64encode(self.to_midi_bytes()).decode("ascii")

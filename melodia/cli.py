@@ -102,8 +102,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             piece.save(path, force=True, soundfont=args.soundfont)
             print(path)
         # what was written, for a musician who let melodia pick (stdout stays the file list)
+        chords = [c.name for c in piece.chords]
+        shown = " ".join(chords[:16]) + (" …" if len(chords) > 16 else "")
         print(f"melodia: {s}: {piece.mood or 'any'}, {piece.key or 'no key'}, {piece.tempo:g} qpm, "
-              f"{piece.meter}, {piece.bars} bars, {len(piece)} notes", file=sys.stderr)
+              f"{piece.meter}, {piece.bars} bars, {len(piece)} notes"
+              + (f"; chords: {shown}" if chords else ""), file=sys.stderr)
     return 0
 
 

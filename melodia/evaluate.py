@@ -24,7 +24,16 @@
    :class:`melodia.moods.MoodEstimator`: quadrant, valence-sign and arousal-sign accuracy, a
    confusion matrix (requested x estimated) and the cues that drive the estimator per
    requested mood (major share, onsets per second, mean pitch, tempo).
-4. **Validity.** Share of generated sequences that decode with no token-type errors
+4. **Metre and harmony.** Real excerpts and every generation, each on its own bar lines
+   (:func:`metre_harmony`, figures from :mod:`melodia.harmony`): onsets on a sixteenth and on
+   a beat (within 0.025 beat), rhythm repetition between consecutive bars (Jaccard similarity
+   of their onset sets on a sixteenth grid), bass on the downbeat (of the lowest notes starting
+   on each beat, the share by duration on beat 1), beats whose sounding notes hold a triad or
+   seventh chord, and the share of note time on the tones of the chord in force: all notes,
+   melody (lowest program) and accompaniment (highest of three or more programs). Real
+   excerpts use the corpus's chords (annotated or recognised); generations their own chord
+   tokens.
+5. **Validity.** Share of generated sequences that decode with no token-type errors
    (MidiTok's ``tokens_errors`` == 0) and share with exactly ``bars`` Bar tokens.
 
 The metrics (pure functions of a ``symusic.Score``; pitched metrics skip drum tracks, rhythm

@@ -334,7 +334,14 @@ class MelodiaTokenizer:
         seq = TokSequence(ids=music, are_ids_encoded=self.is_trained)
         score = self.remi.decode(seq)
         shift = self.decode_shift(ids)
-        return transpose_score(score, shift) if shift else score
+        score = transpose_score(score, shift) if shift else score
+        if self.has_chords:  # the chords the sequence names, as MIDI markers a DAW shows
+            import symusic
+
+            tpq = score.ticks_per_quarter
+            for beat, ch in self.chords(ids):
+                score.markers.append(symusic.TextMeta(int(round(beat * tpq)), ch.name if ch else "N.C."))
+        return score
 
     def chords(self, ids: Sequence[int]) -> list[tuple[float, "Chord | None"]]:
         """The chord tokens of a sequence as ``(start beat, chord)``, in the key the notes

@@ -238,6 +238,14 @@ def test_chord_tokens_follow_their_position_and_decode_away(tmp_path, pop909_dir
     got = tok.chords(seq)   # back in F# major, on the piece's beats
     assert got[:3] == [(b, c) for b, c in
                        [(t / TPQ, c) for t, c in read_chord_markers(score)][:3]]
+    # decoded, the chords come back as markers a DAW shows, and a Piece lists them with lengths
+    from melodia.api import Piece
+
+    spans = Piece(back).chords
+    want = [(t / TPQ, c) for t, c in read_chord_markers(score)]
+    assert [c.name for c in spans[:6]] == [c.name if c else "N.C." for _, c in want[:6]]
+    assert [c.start_beat for c in spans[:6]] == [b for b, _ in want[:6]]
+    assert all(abs(a.start_beat + a.length_beats - b.start_beat) < 1e-6 for a, b in zip(spans, spans[1:]))
     assert s.failed == []
 
 
