@@ -628,8 +628,13 @@ class Composer:
                  seed: int | None = None, temperature: float = 1.0, guidance: float = 1.0, *,
                  valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
                  top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
-                 leading_tone: bool = False) -> list[Piece]:
+                 leading_tone: bool = False, dynamics: str = "mood") -> list[Piece]:
         """Compose ``n`` new pieces of exactly ``bars`` bars.
+
+        ``dynamics="mood"`` (default) shapes the velocities after sampling: louder for happy
+        and tense, softer for sad and calm, with a swell over each 4-bar phrase
+        (:func:`melodia.generate.shape_dynamics`); ``"flat"`` keeps the model's own. A piece
+        with no mood keeps the model's.
 
         ``in_key`` (default) keeps pitched notes in the scale of the key (given, or chosen for
         the mood): major, or natural minor; ``leading_tone=True`` also allows a minor key's
@@ -653,6 +658,7 @@ class Composer:
             >>> pieces = c.generate(mood="calm", bars=8, key="F major", tempo=72, n=2, seed=1)
         """
         mood_name = self.resolve_mood(mood, valence, arousal)
+        level = _dynamics_arousal(dynamics, mood_name, arousal)
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key, tempo=tempo,
                            meter=meter, instruments=instruments, tags=tuple(tags), n=n, seed=seed,
                            temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
@@ -669,6 +675,10 @@ class Composer:
 
                 s.tempos.clear()
                 s.tempos.append(symusic.Tempo(0, qpm=float(tempo)))
+            if level is not None:
+                from .generate import shape_dynamics
+
+                s = shape_dynamics(s, level)
             out.append(Piece(s, mood=mood_name, key=key_name, seed=seed, bars=bars))
         return out
 
@@ -678,9 +688,9 @@ class Composer:
                       include_prompt: bool = True, tempo: float | None = None, meter: str | None = None,
                       valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
                       top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
-                      leading_tone: bool = False) -> list[Piece]:
+                      leading_tone: bool = False, dynamics: str = "mood") -> list[Piece]:
         """Continue a prompt by exactly ``bars`` new bars; its last ``context_bars`` bars are the
-        model's context.
+        model's context. ``dynamics`` shapes the new bars only (the prompt keeps its own).
 
         ``prompt``: a MIDI path, MIDI bytes, a :class:`Piece`, a ``symusic.Score``, or a list of
         notes (:class:`Note` objects or dicts, see :func:`notes_to_score`). ``tempo`` and
@@ -696,6 +706,7 @@ class Composer:
             >>> more = c.continue_from("my_clip.mid", bars=4, mood="tense", include_prompt=False)
         """
         mood_name = self.resolve_mood(mood, valence, arousal)
+        level = _dynamics_arousal(dynamics, mood_name, arousal)
         if not isinstance(include_prompt, bool):
             raise BadInputError(f"include_prompt must be true or false, got {include_prompt!r}")
         score = self._prompt_score(prompt, tempo, meter)
@@ -713,6 +724,11 @@ class Composer:
         with self._lock:
             scores = self._gen.continue_from(score, bars=bars, context_bars=context_bars, cfg=cfg,
                                              include_prompt=include_prompt)
+        if level is not None:
+            from .generate import shape_dynamics
+
+            new_from = _prompt_end(score, scores[0].ticks_per_quarter) if include_prompt else 0
+            scores = [shape_dynamics(s, level, start_tick=new_from) for s in scores]
         return [Piece(s, mood=mood_name, key=_key_name(key), seed=seed, bars=None if include_prompt else bars)
                 for s in scores]
 
@@ -753,6 +769,35 @@ class Composer:
 
     def __repr__(self) -> str:
         return f"Composer({self.name!r}, preset={self.meta.get('preset')!r}, device={self.device!r})"
+
+
+def _dynamics_arousal(dynamics: str, mood: str | None, arousal: float | None) -> float | None:
+    """The arousal ``shape_dynamics`` follows, or None to keep the model's velocities."""
+    from .generate import DYNAMICS
+    from .moods import mood_valence_arousal
+
+    if dynamics not in DYNAMICS:
+        raise BadInputError(f"dynamics {dynamics!r}: use one of {', '.join(DYNAMICS)}")
+    if dynamics == "flat":
+        return None
+    if arousal is not None:
+        return float(arousal)
+    if mood is None or mood == "any":
+        return None
+    try:
+        return float(mood_valence_arousal(mood)[1])
+    except BadInputError:  # a user's own mood has no place on the plane
+        return None
+
+
+def _prompt_end(score: "symusic.Score", tpq: int) -> int:
+    """Tick (at ``tpq``) where a continuation's new bars start: the bar line after the prompt's
+    last bar, as Generator.continue_from places them."""
+    starts = _bar_starts(score)
+    ts = sorted(score.time_signatures, key=lambda t: t.time)
+    num, den = (ts[-1].numerator, ts[-1].denominator) if ts else (4, 4)
+    end = starts[-1] + score.ticks_per_quarter * 4 * num // den
+    return int(round(end * tpq / score.ticks_per_quarter))
 
 
 def _key_name(key: str | None) -> str | None:

@@ -88,7 +88,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     composer = Composer.load(args.model, device=args.device)
     common = dict(mood=args.mood, key=args.key, instruments=instruments, n=args.n, seed=seed,
                   temperature=args.temperature, guidance=args.guidance, in_key=not args.chromatic,
-                  leading_tone=args.leading_tone)
+                  leading_tone=args.leading_tone, dynamics=args.dynamics)
     if args.continue_from:
         if args.meter is not None:
             raise BadInputError("--meter cannot be used with --continue: the clip brings its own meter")
@@ -131,6 +131,9 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
                         "major, or natural minor)")
     g.add_argument("--leading-tone", action="store_true",
                    help="in a minor key, also allow the raised 7th (G# in A minor, for a major V chord)")
+    g.add_argument("--dynamics", choices=["mood", "flat"], default="mood",
+                   help="mood (default): velocities follow the mood (happy/tense louder, sad/calm softer) "
+                        "with a swell over each 4-bar phrase; flat: the model's own velocities")
     g.add_argument("--model", help="model directory (default: the shipped model)")
     g.add_argument("--continue", dest="continue_from", metavar="CLIP.mid",
                    help="continue this MIDI clip (its last --context-bars bars are the context)")

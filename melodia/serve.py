@@ -99,7 +99,7 @@ LOOPBACK_NAMES = {"localhost", "localhost.", "127.0.0.1", "::1"}
 # The JSON fields a POST may carry, and what each must be.
 _GENERATE_FIELDS = {"mood", "valence", "arousal", "bars", "key", "tempo", "meter", "instruments", "n", "seed",
                     "temperature", "guidance", "top_k", "top_p", "tags", "in_key", "leading_tone",
-                    "include_midi", "include_notes"}
+                    "dynamics", "include_midi", "include_notes"}
 _PROMPT_FIELDS = {"prompt", "midi_base64", "context_bars", "include_prompt"}
 
 
@@ -221,7 +221,10 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
         "tags": _list_field(body, "tags", MAX_TAGS, lambda x: isinstance(x, str) and len(x) <= 64, "tags") or (),
         "in_key": _bool_field(body, "in_key", True),
         "leading_tone": _bool_field(body, "leading_tone", False),
+        "dynamics": _str_field(body, "dynamics", "mood", max_len=8),
     }
+    if kw["dynamics"] not in ("mood", "flat"):
+        raise _bad(f"dynamics {kw['dynamics']!r}: use \"mood\" or \"flat\"")
     tempo = _num_field(body, "tempo", 20.0, 400.0, None)
     meter = _str_field(body, "meter", None, max_len=8)
     meter = meter.replace(" ", "") if meter is not None else None

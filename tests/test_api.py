@@ -139,9 +139,9 @@ def test_a_model_directory_may_name_its_tempo_unknown_token(tiny_model_dir, tmp_
 
 
 def test_same_seed_same_notes_and_moods_by_name_alias_or_plane(composer):
-    a = composer.generate(mood="sad", bars=2, seed=5)[0]
-    b = composer.generate(mood="melancholic", bars=2, seed=5)[0]
-    c = composer.generate(valence=-0.4, arousal=-0.8, bars=2, seed=5)[0]
+    a = composer.generate(mood="sad", bars=2, seed=5, dynamics="flat")[0]
+    b = composer.generate(mood="melancholic", bars=2, seed=5, dynamics="flat")[0]
+    c = composer.generate(valence=-0.4, arousal=-0.8, bars=2, seed=5, dynamics="flat")[0]
     assert a.mood == b.mood == c.mood == "sad"
     from melodia.moods import KEY_NAMES
 
@@ -151,6 +151,46 @@ def test_same_seed_same_notes_and_moods_by_name_alias_or_plane(composer):
     assert composer.generate(bars=1, seed=1)[0].mood == "any"
     assert composer.moods == ["happy", "tense", "sad", "calm"]
     assert "4/4" in composer.meters and "3/4" in composer.meters
+
+
+def _mean_velocity(pieces) -> float:
+    vel = [n.velocity for p in pieces for n in p.notes]
+    return sum(vel) / len(vel)
+
+
+def test_dynamics_follow_the_mood_and_shape_the_phrase(composer):
+    calm = composer.generate(mood="calm", bars=4, n=4, seed=3)
+    happy = composer.generate(mood="happy", bars=4, n=4, seed=3)
+    assert _mean_velocity(calm) <= _mean_velocity(happy) - 10
+    # the same samples with the model's own velocities: only the velocities differ
+    flat = composer.generate(mood="calm", bars=4, n=4, seed=3, dynamics="flat")
+    assert [(n.pitch, n.start_beat) for n in flat[0].notes] == [(n.pitch, n.start_beat) for n in calm[0].notes]
+    assert [n.velocity for n in flat[0].notes] != [n.velocity for n in calm[0].notes]
+    # an explicit arousal is followed: lower arousal, softer
+    soft = composer.generate(valence=-0.4, arousal=-0.9, bars=4, n=4, seed=3)
+    assert _mean_velocity(soft) < _mean_velocity(composer.generate(mood="sad", bars=4, n=4, seed=3))
+    with pytest.raises(BadInputError, match="dynamics"):
+        composer.generate(mood="calm", dynamics="loud")
+
+
+def test_shape_dynamics_swells_over_a_phrase():
+    import symusic
+
+    from melodia.generate import shape_dynamics
+
+    s = symusic.Score(480)
+    tr = symusic.Track("p", program=0)
+    for k in range(32):  # eight bars of quarter notes, all at velocity 80
+        tr.notes.append(symusic.Note(k * 480, 480, 60, 80))
+    s.tracks.append(tr)
+    v = [n.velocity for n in shape_dynamics(s, 0.5).tracks[0].notes]
+    first = v[:16]  # the first four-bar phrase
+    assert max(first) == max(first[8:12]) and first[0] < max(first) and first[15] < max(first)
+    assert v[-1] < v[16]  # the piece's last bar is softer still
+    assert shape_dynamics(s, -0.5).tracks[0].notes[9].velocity < shape_dynamics(s, 0.5).tracks[0].notes[9].velocity - 20
+    # a continuation's new bars only
+    kept = shape_dynamics(s, -0.5, start_tick=16 * 480)
+    assert [n.velocity for n in kept.tracks[0].notes[:16]] == [80] * 16
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -173,6 +173,8 @@ BAD_BODIES = [
     ({"seed": "abc"}, "seed must be an integer"),
     ({"leading_tone": "yes"}, "leading_tone must be true or false"),
     ({"in_key": 1}, "in_key must be true or false"),
+    ({"dynamics": "loud"}, "dynamics 'loud'"),
+    ({"dynamics": 3}, "dynamics must be a string"),
     ({"instruments": ["kazoo"]}, "unknown instrument"),
     ({"instruments": [{"a": 1}]}, "instruments must be a list"),
     ({"moood": "calm"}, "unknown field(s) 'moood'"),
