@@ -628,8 +628,15 @@ class Composer:
                  seed: int | None = None, temperature: float = 1.0, guidance: float = 1.0, *,
                  valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
                  top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
-                 leading_tone: bool = False, dynamics: str = "mood") -> list[Piece]:
+                 leading_tone: bool = False, dynamics: str = "mood",
+                 chords: str | Sequence[str] | None = None) -> list[Piece]:
         """Compose ``n`` new pieces of exactly ``bars`` bars.
+
+        ``chords`` (``"Am F C G"``: one chord a bar, cycled over the bars; ``"Am:2 F:2 C G"``:
+        the first two for 2 beats each) writes those chords at those places and no others; with
+        no ``key`` the key follows from them. Without ``chords`` the model writes its own
+        progression. Either way ``piece.chords`` lists them and the MIDI file carries them as
+        markers.
 
         ``dynamics="mood"`` (default) shapes the velocities after sampling: louder for happy
         and tense, softer for sad and calm, with a swell over each 4-bar phrase
@@ -662,7 +669,7 @@ class Composer:
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key, tempo=tempo,
                            meter=meter, instruments=instruments, tags=tuple(tags), n=n, seed=seed,
                            temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
-                           leading_tone=leading_tone)
+                           leading_tone=leading_tone, chords=chords)
         _key_name(key)  # a bad key fails before any work
         with self._lock:
             rows = self._gen.generate(cfg)

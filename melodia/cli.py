@@ -92,10 +92,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.continue_from:
         if args.meter is not None:
             raise BadInputError("--meter cannot be used with --continue: the clip brings its own meter")
+        if args.chords is not None:
+            raise BadInputError("--chords cannot be used with --continue yet: it applies to a new piece")
         pieces = composer.continue_from(args.continue_from, bars=args.bars, context_bars=args.context_bars,
                                         include_prompt=not args.new_only, **common)
     else:
-        pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4", **common)
+        pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4",
+                                   chords=args.chords, **common)
     for piece, s in zip(pieces, stems):
         for ext in formats:
             path = out / f"{s}{ext}"
@@ -131,6 +134,10 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
                         "major, or natural minor)")
     g.add_argument("--leading-tone", action="store_true",
                    help="in a minor key, also allow the raised 7th (G# in A minor, for a major V chord)")
+    g.add_argument("--chords", metavar="PROGRESSION",
+                   help='chords to write, one a bar and cycled: "Am F C G"; "Am:2 F:2 C G" gives a chord '
+                        "2 beats (C, Cm, C7, Cmaj7, Cm7, Cdim, Csus4, C/E ...); with no --key the key "
+                        "follows from them (default: the model writes its own progression)")
     g.add_argument("--dynamics", choices=["mood", "flat"], default="mood",
                    help="mood (default): velocities follow the mood (happy/tense louder, sad/calm softer) "
                         "with a swell over each 4-bar phrase; flat: the model's own velocities")

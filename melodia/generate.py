@@ -448,10 +448,11 @@ class _State:
     here: dict = field(default_factory=dict)   # program -> set of pitches started at pos
     forced: tuple = ()      # sets of base-token texts the next base tokens must come from
     done: bool = False
+    plan: tuple = ()        # chords asked for, still to write: (bar 1.., position, chord id), in order
 
     def copy(self) -> "_State":
         return _State(self.total, self.phase, self.bar, self.pos, self.prog,
-                      {p: set(s) for p, s in self.here.items()}, self.forced, self.done)
+                      {p: set(s) for p, s in self.here.items()}, self.forced, self.done, self.plan)
 
 
 class _Grammar:
@@ -547,6 +548,22 @@ class _Grammar:
                 first_pos[i], nbars[i], dur_cur[i], end_rel[i] = fpos, bars_in, dc, er
                 for p in progs_here:
                     exp_prog.setdefault(p, []).append(i)
+        # for chords asked for (see plan_mask): where each id leaves the position, and whether
+        # it ends on a Position (the slot a chord token follows)
+        last_pos = np.full(V, -1, np.int64)
+        ends_pos = np.zeros(V, bool)
+        is_chord = np.zeros(V, bool)
+        for i, seq in enumerate(vocab.seqs):
+            if not seq:
+                continue
+            for t, v, _ in seq:
+                if t == BAR:
+                    last_pos[i] = -1
+                elif t == POS:
+                    last_pos[i] = v
+            ends_pos[i] = seq[-1][0] == POS
+            is_chord[i] = seq[0][0] == CHORD
+        self.last_pos, self.ends_pos, self.is_chord = last_pos, ends_pos, is_chord
         self.valid, self.ftype, self.first_pos, self.nbars = valid, ftype, first_pos, nbars
         self.dur_cur, self.end_rel, self.single = dur_cur, end_rel, single
 
@@ -706,6 +723,34 @@ class _Grammar:
             m = hm
         return m
 
+    def plan_mask(self, st: _State) -> "torch.Tensor | None":
+        """For a state with chords asked for: the ids that keep the next asked-for chord's slot
+        (bar b, position p) reachable, or only that chord's id when the sequence stands on it.
+        An id may not carry the sequence past the slot, nor onto it with notes after it (BPE
+        merges a Position with the notes that follow); chords the model would write itself and
+        EOS wait until the plan is done. None: no plan left.
+
+        Example: ``m = grammar.mask(st) & grammar.plan_mask(st)``
+        """
+        import numpy as np
+        import torch
+
+        if not st.plan:
+            return None
+        b, p, cid = st.plan[0]
+        if cid < 0:  # every chord asked for is written: the model writes none of its own
+            return torch.from_numpy(~self.is_chord)
+        if st.bar == b and st.pos == p and st.phase in (POS, TEMPO):
+            m = torch.zeros(self.vocab.size, dtype=torch.bool)
+            m[cid] = True
+            return m
+        reach = st.bar + self.nbars
+        lp = np.where(self.nbars > 0, self.last_pos, np.maximum(self.last_pos, st.pos if st.bar == b else -1))
+        ok = (reach < b) | ((reach == b) & ((lp < p) | ((lp == p) & self.ends_pos)))
+        ok &= ~self.is_chord
+        ok[EOS_ID] = False
+        return torch.from_numpy(ok)
+
     def exclude(self, st: _State, m: "torch.Tensor") -> None:
         """Remove from ``m`` the ids that would restart a pitch at the current position."""
         for p, started in st.here.items():
@@ -787,6 +832,7 @@ class GenerationConfig:
     max_tokens: int | None = None
     in_key: bool = True  # pitched notes stay in the key's scale (when there is a key); False: chromatic
     leading_tone: bool = False  # minor keys may also use the raised 7th (for a major V chord)
+    chords: str | Sequence[str] | None = None  # "Am F C G" (a chord a bar, cycled) or "Am:2 F:2 …"; None: the model's
 
     def validate(self) -> None:
         """Raise :class:`BadInputError` naming the first bad value. Example: ``cfg.validate()``."""
@@ -820,11 +866,23 @@ class GenerationConfig:
         for name in ("in_key", "leading_tone"):
             if not isinstance(getattr(self, name), bool):
                 raise BadInputError(f"{name} {getattr(self, name)!r}: must be true or false")
-        parse_meter(self.meter)
+        num, den = parse_meter(self.meter)
+        if self.chords is not None:
+            self.progression()
+
+    def progression(self) -> list:
+        """The chords asked for as ``(start beat, length, Chord)`` over the bars, or [] (see
+        :func:`melodia.harmony.parse_progression`). Example: ``cfg.progression()[0]``"""
+        from .harmony import parse_progression
+
+        if self.chords is None:
+            return []
+        num, den = parse_meter(self.meter)
+        return parse_progression(self.chords, 4.0 * num / den, self.bars)
 
     def min_tokens(self) -> int:
         """The smallest ``max_tokens`` that always leaves room to finish validly."""
-        return 16 + 2 * self.bars
+        return 16 + 2 * self.bars + 2 * len(self.progression())
 
     def token_budget(self) -> int:
         """``max_tokens`` or its default (about 200 ids per bar: room for dense piano)."""
@@ -1112,8 +1170,17 @@ class Generator:
             mood = word  # a user mood the fine-tuned model knows
         tags = list(cfg.tags)
         key, band = mood_defaults(mood, cfg.seed)
-        key = cfg.key if cfg.key is not None else key
+        if cfg.key is not None:
+            key = cfg.key
+        elif cfg.chords is not None:  # chords given and no key: the key follows from the chords
+            from .harmony import key_of_chords
+
+            key = key_of_chords([c for _, _, c in cfg.progression()])
         return mood, key, tags, band
+
+    def _key_for(self, cfg: GenerationConfig) -> str | None:
+        """The key a request is written in (given, from its chords, or the mood's default)."""
+        return self._request(cfg)[1]
 
     # ------------------------------------------------------------------ public
     def generate(self, cfg: GenerationConfig | None = None, **overrides: Any) -> list[list[int]]:
@@ -1153,7 +1220,34 @@ class Generator:
             tempos = frozenset([t for t in in_band if t != self.tempo_unknown] or in_band or self.vocab.tempos)
         opening = (frozenset(["Bar_None"]), frozenset([f"TimeSig_{meter[0]}/{meter[1]}"]),
                    frozenset(["Position_0"]), tempos)
-        return g, cond, uncond, [_State(total=cfg.bars, forced=opening) for _ in range(cfg.n)]
+        plan = self.chord_plan(cfg, meter)
+        return g, cond, uncond, [_State(total=cfg.bars, forced=opening, plan=plan) for _ in range(cfg.n)]
+
+    def chord_plan(self, cfg: GenerationConfig, meter: tuple[int, int]) -> tuple:
+        """``cfg.chords`` as the grammar's plan: ``(bar 1.., position, chord id)`` at every chord
+        change, the chords moved as the notes are (key-normalised: onto C).
+
+        Example: ``gen.chord_plan(GenerationConfig(chords="Am F", key="A minor"), (4, 4))``
+        """
+        prog = cfg.progression()
+        if not prog:
+            return ()
+        if not self.tok.has_chords:
+            raise BadInputError("this model has no chord tokens, so it cannot follow chords; "
+                                "retrain or fine-tune it with melodia 0.2's tokenizer")
+        bar_len = 4.0 * meter[0] / meter[1]
+        shift = self.tok.model_shift(self._key_for(cfg))
+        per = self.vocab.pos_per_beat * meter[1] / 4
+        plan, prev = [], None
+        for start, _, chord in prog:
+            bar = int(start // bar_len + 1e-9)
+            pos = int(round((start - bar * bar_len) * per))
+            cid = self.tok.chord_id(chord.transposed(shift) if shift else chord)
+            if cid == prev and pos == 0 and plan and plan[-1][0] == bar:  # pragma: no cover
+                continue
+            plan.append((bar + 1, pos, cid))
+            prev = cid
+        return tuple(plan) + ((cfg.bars + 1, 0, -1),)  # the end: no chords but these
 
     def generate_scores(self, cfg: GenerationConfig | None = None, **overrides: Any) -> list["symusic.Score"]:
         """Like :meth:`generate`, decoded to ``symusic.Score`` objects.
@@ -1330,8 +1424,12 @@ class Generator:
                     logits = lu + scale * (logits[:n] - lu)
                 masks = []
                 for st in states:
-                    finish = left <= g.finish_needed(st)
-                    masks.append(g.mask(st, finish))
+                    finish = left <= g.finish_needed(st) + 2 * max(len(st.plan) - 1, 0)
+                    m = g.mask(st, finish)
+                    pm = g.plan_mask(st) if st.plan else None
+                    if pm is not None and bool((m & pm).any()):
+                        m = m & pm
+                    masks.append(m)
                 mask = masks[0].unsqueeze(0) if n == 1 else torch.stack(masks)
                 ends = mask[:, EOS_ID]
                 if bool(ends.any()):
@@ -1351,6 +1449,8 @@ class Generator:
                         continue
                     if not g.advance(st, g.vocab.seqs[i]):  # pragma: no cover - a bug if it happens
                         raise RuntimeError(f"generate: sampled illegal id {i} ({self.tok.id_to_token(i)})")
+                    if st.plan and i == st.plan[0][2] and st.bar == st.plan[0][0]:
+                        st.plan = st.plan[1:]
                     out[r].append(i)
                 if all(st.done for st in states) or (stop_after is not None and step + 1 >= stop_after):
                     break

@@ -156,6 +156,54 @@ def _harte_degree(root: int, degree: str, name: str) -> int:
     return (root + steps + sum(1 if c == "#" else -1 for c in m.group(1))) % 12
 
 
+def parse_progression(text: str | Sequence[str], beats_per_bar: float, bars: int) -> list[tuple[float, float, Chord]]:
+    """A chord progression for ``bars`` bars: ``"Am F C G"`` is one chord per bar, ``"Am:2 F:2
+    C G"`` gives the first two 2 beats each; the list is cycled until the bars are full (the
+    last chord is cut at the end). Returns ``(start beat, length in beats, Chord)``.
+
+    Example: ``parse_progression("C G Am F", 4, 8)[4]  # (16.0, 4.0, Chord(0, 'maj'))``
+    """
+    items = text.split() if isinstance(text, str) else [str(x) for x in text]
+    if not items:
+        raise BadInputError("chords: give at least one chord, e.g. \"Am F C G\"")
+    parsed: list[tuple[float, Chord]] = []
+    for item in items:
+        name, _, beats = item.partition(":") if re.search(r":\d+(\.\d+)?$", item) else (item, "", "")
+        chord = parse_chord(name)
+        if chord is None:
+            raise BadInputError(f"chords: {item!r} is no chord (N.C. cannot be asked for)")
+        length = float(beats) if beats else float(beats_per_bar)
+        if not 0 < length <= 64:
+            raise BadInputError(f"chords: {item!r}: a chord lasts from a fraction of a beat to 64 beats")
+        parsed.append((length, chord))
+    total = beats_per_bar * bars
+    out: list[tuple[float, float, Chord]] = []
+    t, k = 0.0, 0
+    while t < total - 1e-9:
+        length, chord = parsed[k % len(parsed)]
+        out.append((t, min(length, total - t), chord))
+        t += length
+        k += 1
+    return out
+
+
+def key_of_chords(chords: Sequence[Chord]) -> str:
+    """The key a progression implies: Krumhansl-Kessler profiles against the chords' tones
+    (roots counted twice, the first chord's tones twice more: a progression usually starts on
+    its tonic), as :func:`melodia.moods.estimate_key` reads notes.
+
+    Example: ``key_of_chords([parse_chord(c) for c in "Am F C G".split()])  # 'A minor'``
+    """
+    from .moods import _key_from_histogram
+
+    w = np.zeros(12)
+    for k, ch in enumerate(chords):
+        for pc in ch.pitch_classes:
+            w[pc] += 3.0 if k == 0 else 1.0
+        w[ch.root] += 3.0 if k == 0 else 1.0
+    return _key_from_histogram(w).name
+
+
 def chord_token_name(chord: Chord | None) -> str:
     """The control token of a chord (the bass is not part of it): ``Chord_A:min``, ``Chord_N``.
 

@@ -99,7 +99,7 @@ LOOPBACK_NAMES = {"localhost", "localhost.", "127.0.0.1", "::1"}
 # The JSON fields a POST may carry, and what each must be.
 _GENERATE_FIELDS = {"mood", "valence", "arousal", "bars", "key", "tempo", "meter", "instruments", "n", "seed",
                     "temperature", "guidance", "top_k", "top_p", "tags", "in_key", "leading_tone",
-                    "dynamics", "include_midi", "include_notes"}
+                    "dynamics", "chords", "include_midi", "include_notes"}
 _PROMPT_FIELDS = {"prompt", "midi_base64", "context_bars", "include_prompt"}
 
 
@@ -243,9 +243,21 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
         raise _bad(f"meter {meter!r} is not one this model writes; use one of {', '.join(composer.meters)}")
     options = {"include_midi": _bool_field(body, "include_midi", True),
                "include_notes": _bool_field(body, "include_notes", True)}
+    chords = _str_field(body, "chords", None, max_len=512)
     if not has_prompt:
-        kw.update(tempo=tempo, meter=meter or "4/4")
+        if chords is not None:
+            from .harmony import parse_progression
+            from .generate import parse_meter
+
+            try:
+                num, den = parse_meter(meter or "4/4")
+                parse_progression(chords, 4.0 * num / den, kw["bars"])
+            except BadInputError as e:
+                raise _bad(str(e)) from None
+        kw.update(tempo=tempo, meter=meter or "4/4", chords=chords)
         return "generate", kw, options
+    if chords is not None:
+        raise _bad("chords apply to a new piece, not to a continuation (yet)")
 
     if body.get("prompt") is not None and body.get("midi_base64") is not None:
         raise _bad("give either \"prompt\" (notes) or \"midi_base64\", not both")

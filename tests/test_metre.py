@@ -278,3 +278,26 @@ def test_fim_rows_rearrange_whole_bars(tmp_path):
         assert pre + mid + suf == [t for b in bars for t in b]
     x, y = data.batch("train", [0] * 8, 64, fim=1.0, rng=np.random.default_rng(1))
     assert (x == fs).any() and not (y == fs).any() and not (y == fm).any()
+
+
+# ----------------------------------------------------------------------------------- chords asked for
+def test_chords_asked_for_are_written_exactly_and_only(composer):
+    from melodia.harmony import parse_progression
+
+    pieces = composer.generate(mood="happy", bars=6, chords="Am:2 F:2 C G", n=3, seed=4, dynamics="flat")
+    want = [(b, c.name) for b, _, c in parse_progression("Am:2 F:2 C G", 4, 6)]
+    for p in pieces:
+        assert p.bars == 6 and len(p.notes) > 0
+        assert [(c.start_beat, c.name) for c in p.chords] == want
+        assert p.key == "A minor"          # no key given: it follows from the chords
+    with pytest.raises(BadInputError, match="'Hm7'"):
+        composer.generate(chords="C Hm7", bars=2)
+    with pytest.raises(BadInputError, match="chord"):
+        composer.generate(chords="", bars=2)
+
+
+def test_key_of_a_progression():
+    from melodia.harmony import key_of_chords
+
+    assert key_of_chords([parse_chord(c) for c in "C G Am F".split()]) == "C major"
+    assert key_of_chords([parse_chord(c) for c in "Am Dm E Am".split()]) == "A minor"

@@ -175,6 +175,8 @@ BAD_BODIES = [
     ({"in_key": 1}, "in_key must be true or false"),
     ({"dynamics": "loud"}, "dynamics 'loud'"),
     ({"dynamics": 3}, "dynamics must be a string"),
+    ({"chords": "C Hx7"}, "chord 'Hx7'"),
+    ({"chords": 5}, "chords must be a string"),
     ({"instruments": ["kazoo"]}, "unknown instrument"),
     ({"instruments": [{"a": 1}]}, "instruments must be a list"),
     ({"moood": "calm"}, "unknown field(s) 'moood'"),
