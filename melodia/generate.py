@@ -421,7 +421,7 @@ class _Vocab:
                 self.seqs.append(((EOS_T, 0, "EOS_None"),))
             elif i >= self.base_size and i - self.base_size < len(tok.controls) \
                     and tok.controls[i - self.base_size].startswith("Chord_"):
-                self.seqs.append(((CHORD, 0, tok.controls[i - self.base_size]),))  # a chord change
+                self.seqs.append(((CHORD, i, tok.controls[i - self.base_size]),))  # a chord change (value: its id)
             elif i in specials or i >= self.base_size:
                 self.seqs.append(other)
             else:
@@ -449,10 +449,11 @@ class _State:
     forced: tuple = ()      # sets of base-token texts the next base tokens must come from
     done: bool = False
     plan: tuple = ()        # chords asked for, still to write: (bar 1.., position, chord id), in order
+    chord: int = -1         # id of the chord token in force (-1: none yet)
 
     def copy(self) -> "_State":
         return _State(self.total, self.phase, self.bar, self.pos, self.prog,
-                      {p: set(s) for p, s in self.here.items()}, self.forced, self.done, self.plan)
+                      {p: set(s) for p, s in self.here.items()}, self.forced, self.done, self.plan, self.chord)
 
 
 class _Grammar:
@@ -564,6 +565,9 @@ class _Grammar:
             ends_pos[i] = seq[-1][0] == POS
             is_chord[i] = seq[0][0] == CHORD
         self.last_pos, self.ends_pos, self.is_chord = last_pos, ends_pos, is_chord
+        self._chord_ok: dict[int, "torch.Tensor"] = {}
+        self._no_new_place = torch.from_numpy(np.array(
+            [bool(seq) and all(t not in (BAR, POS, PROG) for t, _, _ in seq) for seq in vocab.seqs]))
         self.valid, self.ftype, self.first_pos, self.nbars = valid, ftype, first_pos, nbars
         self.dur_cur, self.end_rel, self.single = dur_cur, end_rel, single
 
@@ -632,6 +636,7 @@ class _Grammar:
             elif t == CHORD:
                 if p not in (POS, TEMPO):
                     return False
+                st.chord = v
             elif t == PROG:
                 if p not in (POS, TEMPO, DUR, CHORD) or st.pos < 0 or v not in self.programs:
                     return False
@@ -751,6 +756,35 @@ class _Grammar:
         ok[EOS_ID] = False
         return torch.from_numpy(ok)
 
+    def chord_tone_mask(self, st: _State, free_program: int | None) -> "torch.Tensor | None":
+        """With chords asked for: the ids whose pitched notes are tones of the chord in force,
+        except that ``free_program`` (the melody) may use any pitch for a note that starts off
+        the beat (a passing tone) when the id starts no new position or program. None when no
+        chord is in force.
+
+        Example: ``m &= grammar.chord_tone_mask(st, free_program=0)``
+        """
+        import numpy as np
+        import torch
+
+        if st.chord < 0:
+            return None
+        ok = self._chord_ok.get(st.chord)
+        if ok is None:
+            from .harmony import chord_from_token_name
+
+            ch = chord_from_token_name(self.vocab.seqs[st.chord][0][2])
+            tones = set(range(12)) if ch is None else set(ch.pitch_classes)
+            ok = np.ones(self.vocab.size, bool)
+            for i, seq in enumerate(self.vocab.seqs):
+                if any(t == PITCH and v % 12 not in tones for t, v, _ in seq):
+                    ok[i] = False
+            ok = self._chord_ok[st.chord] = torch.from_numpy(ok)
+        if free_program is not None and st.prog == free_program and st.phase == PROG \
+                and st.pos % self.vocab.pos_per_beat:
+            return ok | self._no_new_place
+        return ok
+
     def exclude(self, st: _State, m: "torch.Tensor") -> None:
         """Remove from ``m`` the ids that would restart a pitch at the current position."""
         for p, started in st.here.items():
@@ -786,6 +820,8 @@ class _Grammar:
                 st.prog = v
             elif t in (PITCH, DRUM):
                 st.here.setdefault(st.prog, set()).add(v)
+            elif t == CHORD:
+                st.chord = v
             if t != OTHER:
                 st.phase = t
 
@@ -833,6 +869,7 @@ class GenerationConfig:
     in_key: bool = True  # pitched notes stay in the key's scale (when there is a key); False: chromatic
     leading_tone: bool = False  # minor keys may also use the raised 7th (for a major V chord)
     chords: str | Sequence[str] | None = None  # "Am F C G" (a chord a bar, cycled) or "Am:2 F:2 …"; None: the model's
+    chord_tones: bool = True  # with chords asked for: notes on their tones (the melody's off-beat notes free)
 
     def validate(self) -> None:
         """Raise :class:`BadInputError` naming the first bad value. Example: ``cfg.validate()``."""
@@ -1429,6 +1466,10 @@ class Generator:
                     pm = g.plan_mask(st) if st.plan else None
                     if pm is not None and bool((m & pm).any()):
                         m = m & pm
+                    if st.plan and cfg.chord_tones:  # chords asked for: notes on their tones
+                        cm = g.chord_tone_mask(st, free_program=min(g.programs) if len(g.programs) > 1 else None)
+                        if cm is not None and bool((m & cm).any()):
+                            m = m & cm
                     masks.append(m)
                 mask = masks[0].unsqueeze(0) if n == 1 else torch.stack(masks)
                 ends = mask[:, EOS_ID]

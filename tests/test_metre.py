@@ -290,6 +290,13 @@ def test_chords_asked_for_are_written_exactly_and_only(composer):
         assert p.bars == 6 and len(p.notes) > 0
         assert [(c.start_beat, c.name) for c in p.chords] == want
         assert p.key == "A minor"          # no key given: it follows from the chords
+        # every note is a tone of the chord in force, but for the melody's off-beat notes
+        spans = [(c.start_beat, c.start_beat + c.length_beats, parse_chord(c.name).pitch_classes) for c in p.chords]
+        melody = min(n.program for n in p.notes)
+        for n in p.notes:
+            tones = next(t for a, b, t in spans if a <= n.start_beat < b)
+            if n.program != melody or n.start_beat == int(n.start_beat):
+                assert n.pitch % 12 in tones, (n, p.chords)
     with pytest.raises(BadInputError, match="'Hm7'"):
         composer.generate(chords="C Hm7", bars=2)
     with pytest.raises(BadInputError, match="chord"):
