@@ -184,9 +184,9 @@ def default_programs(work: Path) -> list[int]:
 def stage_moods(a) -> None:
     import numpy as np
 
-    from melodia.generate import GenerationConfig, Generator
+    from melodia.generate import GenerationConfig, Generator, shape_dynamics
     from melodia.model import load_model_dir
-    from melodia.moods import CANONICAL_MOODS, MoodEstimator
+    from melodia.moods import CANONICAL_MOODS, MoodEstimator, mood_valence_arousal
     from melodia.tokenizer import MelodiaTokenizer
 
     model_dir = a.work / "run" / "model"
@@ -209,7 +209,10 @@ def stage_moods(a) -> None:
             for sc in gen.generate_scores(GenerationConfig(mood=mood, bars=16, n=n, seed=a.seed + b)):
                 e = est.estimate(sc, tempo_known=True)
                 f = e.features
-                rows.append((e.mood, f.mode == "major", f.onsets_per_second or 0.0, f.pitch_mean))
+                # as melodia generate writes it: velocities shaped by the mood (dynamics "mood")
+                shaped = est.estimate(shape_dynamics(sc, mood_valence_arousal(mood)[1]), tempo_known=True)
+                rows.append((e.mood, f.mode == "major", f.onsets_per_second or 0.0, f.pitch_mean, shaped.mood,
+                             f.velocity_mean))
         agree = float(np.mean([r[0] == mood for r in rows]))
         halves = [rows[:32], rows[32:]] if len(rows) > 32 else [rows]
         table[mood] = {
@@ -220,6 +223,8 @@ def stage_moods(a) -> None:
             "onsets_per_s": round(float(np.mean([r[2] for r in rows])), 2),
             "mean_pitch": round(float(np.mean([r[3] for r in rows])), 1),
             "estimated": {m: sum(r[0] == m for r in rows) for m in CANONICAL_MOODS},
+            "agreement_shaped": round(float(np.mean([r[4] == mood for r in rows])), 3),
+            "velocity_mean": round(float(np.mean([r[5] for r in rows])), 1),
         }
         _stamp(f"{mood}: {table[mood]}")
     res = {"table": table, "seconds": round(time.time() - t0, 1), "bars": 16, "seed": a.seed}
@@ -243,11 +248,16 @@ def stage_metre(a) -> None:
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
     gen = Generator(model, tok, default_programs=default_programs(a.work),
                     tempo_unknown=tempo_unknown(a.work, model_dir / "tokenizer.json")["token"])
+    from melodia.moods import MoodEstimator
+
     figs: dict = {}
+    agree: dict = {}
     for mood in CANONICAL_MOODS:
         cfg = GenerationConfig(mood=mood, bars=16, n=16, seed=a.seed)
         seqs = gen.generate(cfg)
-        figs[mood] = [metre_harmony(tok.decode(ids), tok.chords(ids) if tok.has_chords else None) for ids in seqs]
+        scores = [tok.decode(ids) for ids in seqs]
+        figs[mood] = [metre_harmony(sc, tok.chords(ids) if tok.has_chords else None) for ids, sc in zip(seqs, scores)]
+        agree[mood] = sum(MoodEstimator().estimate(sc, tempo_known=True).mood == mood for sc in scores)
     rows = [r for r in load_manifest(a.work / "C") if r["source"] == "pop909" and r["split"] != "train"]
     rng = np.random.default_rng(a.seed)
     real = []
@@ -257,9 +267,11 @@ def stage_metre(a) -> None:
         real.append(metre_harmony(excerpt(sc, int(rng.integers(0, max(n_bars - 16, 0) + 1)), 16)))
     res = {"generated": metre_summary([f for fs in figs.values() for f in fs]),
            "by_mood": {m: metre_summary(fs) for m, fs in figs.items()},
-           "real_pop909": metre_summary(real), "model": str(model_dir)}
+           "real_pop909": metre_summary(real), "model": str(model_dir),
+           "mood_agreement": {**agree, "all": round(sum(agree.values()) / (16 * len(agree)), 3)}}
     (a.work / "metre.json").write_text(json.dumps(res, indent=1))
     print(metre_table_md(res))
+    print(f"mood agreement on these samples: {res['mood_agreement']}")
 
 
 def metre_table_md(res: dict) -> str:
@@ -280,14 +292,15 @@ def metre_table_md(res: dict) -> str:
 def mood_table_md(res: dict) -> str:
     seed = res.get("seed", 0)
     lines = [f"| requested | samples | estimator agrees | of seeds {seed}–{seed + 31} | of seeds {seed + 32}–{seed + 63} "
-             "| major share | onsets/s | mean pitch | estimated as (happy/tense/sad/calm) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| agrees, mood dynamics | major share | onsets/s | mean pitch | velocity | estimated as (happy/tense/sad/calm) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m, r in res["table"].items():
         e = r["estimated"]
         by = [f"{x:.0%}" for x in r.get("agreement_by_32", [])] + ["–", "–"]
-        lines.append(f"| {m} | {r['samples']} | {r['agreement']:.0%} | {by[0]} | {by[1]} | {r['major_share']:.0%} | "
-                     f"{r['onsets_per_s']} | "
-                     f"{r['mean_pitch']} | {e['happy']}/{e['tense']}/{e['sad']}/{e['calm']} |")
+        shaped = f"{r['agreement_shaped']:.0%}" if "agreement_shaped" in r else "–"
+        lines.append(f"| {m} | {r['samples']} | {r['agreement']:.0%} | {by[0]} | {by[1]} | {shaped} | "
+                     f"{r['major_share']:.0%} | {r['onsets_per_s']} | "
+                     f"{r['mean_pitch']} | {r.get('velocity_mean', '–')} | {e['happy']}/{e['tense']}/{e['sad']}/{e['calm']} |")
     return "\n".join(lines)
 
 
@@ -386,6 +399,8 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
                     f" wall time (it started from trained weights, which is the point: on 2 cores a retrain that"
                     f" keeps what the last model learned beats a smaller model from scratch), {cmp_['small_val_final']:.3f}"
                     f" at the end.")
+    tenth_note = (f"; the same preset trained from scratch on the same shards for a tenth of all the steps:"
+                  f" {val10:.3f} nats/token" if val10 is not None else "")
     metre = meta["default_model"].get("metre")
     metre_md = metre_table_md(metre) if metre else "_Not measured._"
     listen = Path(a.listening).read_text(encoding="utf-8") if a.listening else "_Not yet done._"
@@ -432,9 +447,7 @@ Hardware: {meta['default_model']['hardware']}.
   dropout {t.get('cond_dropout', '?')} (for classifier-free guidance){balance_note}.
 * Target tokens seen: {tr.get('tokens', '?'):,} ({epochs:.2f} epochs of the training split); wall time of
   the training run: {tr.get('time_s', '?')} s.
-* Validation loss: {val if val is None else f'{val:.3f}'} nats/token (best); the same preset trained
-  from scratch on the same shards for a tenth of all the steps: {val10 if val10 is None else f'{val10:.3f}'}
-  nats/token.{cmp_note}
+* Validation loss: {val if val is None else f'{val:.3f}'} nats/token (best){tenth_note}.{cmp_note}
 
 ## Metre and harmony (measured by the script)
 
