@@ -393,16 +393,21 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
     cmp_ = meta["default_model"].get("preset_comparison")
     cmp_note = ""
     if cmp_ and cmp_.get("tiny_val") is not None:
-        cmp_note = (f"\n* Preset chosen by measurement (stage `compare`): the `tiny` preset from scratch on the same"
-                    f" shards for {cmp_['wall_s'] / 60:.0f} minutes of wall time reached validation loss"
-                    f" {cmp_['tiny_val']:.3f}; this run had reached {cmp_['small_val_same_time']:.3f} after the same"
-                    f" wall time (it started from trained weights, which is the point: on 2 cores a retrain that"
-                    f" keeps what the last model learned beats a smaller model from scratch), {cmp_['small_val_final']:.3f}"
-                    f" at the end.")
+        lead = "the smaller model led" if cmp_["tiny_val"] < (cmp_["small_val_same_time"] or 1e9) else "this run led"
+        cmp_note = (f"\n* Presets compared at equal wall time (stage `compare`): the `tiny` preset (0.36 M"
+                    f" parameters, 512-token windows) from scratch on the same shards reached validation loss"
+                    f" {cmp_['tiny_val']:.3f} in {cmp_['wall_s'] / 60:.0f} minutes; this run's best validation by"
+                    f" then was {cmp_['small_val_same_time']:.3f} (its first, as its new chord tokens were still"
+                    f" being learned), {cmp_['small_val_final']:.3f} at the end. So at {cmp_['wall_s'] / 60:.0f} minutes"
+                    f" {lead}; the tiny run was not taken to this run's full wall time, so the measurement does not"
+                    f" settle the preset, and `small` is kept because it carries the previous model's weights.")
     tenth_note = (f"; the same preset trained from scratch on the same shards for a tenth of all the steps:"
                   f" {val10:.3f} nats/token" if val10 is not None else "")
     metre = meta["default_model"].get("metre")
     metre_md = metre_table_md(metre) if metre else "_Not measured._"
+    ma = (metre or {}).get("mood_agreement")
+    agree_md = (f"\nThe mood estimator reads {ma['all']:.0%} of these 64 samples as the mood asked for "
+                f"(happy {ma['happy']}, tense {ma['tense']}, sad {ma['sad']}, calm {ma['calm']} of 16).\n") if ma else ""
     listen = Path(a.listening).read_text(encoding="utf-8") if a.listening else "_Not yet done._"
     limits = Path(a.limits).read_text(encoding="utf-8") if a.limits else "_Not written._"
     epochs = tr.get("tokens", 0) / max(1, index["splits"]["train"]["tokens"])
@@ -460,6 +465,7 @@ Chord tones: share of note time on the tones of the chord in force (the generati
 tokens; the excerpts' annotated chords); melody = program 0, accompaniment = program 2.
 
 {metre_md}
+{agree_md}
 
 ## Mood control (measured by the script)
 

@@ -308,3 +308,21 @@ def test_key_of_a_progression():
 
     assert key_of_chords([parse_chord(c) for c in "C G Am F".split()]) == "C major"
     assert key_of_chords([parse_chord(c) for c in "Am Dm E Am".split()]) == "A minor"
+
+
+def test_phrases_open_on_the_tonic_and_chords_stay_in_key(composer):
+    pieces = composer.generate(mood="sad", key="D minor", bars=9, n=2, seed=6, dynamics="flat")
+    for p in pieces:
+        at = {c.start_beat: c.name for c in p.chords}
+        assert at[0.0] == "Dm" and at[16.0] == "Dm" and at[32.0] == "Dm"   # bars 1, 5 and the last (9)
+        scale = {2, 4, 5, 7, 9, 10, 0}   # D natural minor
+        assert all(parse_chord(c.name).pitch_classes <= scale for c in p.chords if c.name != "N.C.")
+    from melodia.generate import GenerationConfig
+
+    gen, tok = composer._gen, composer.tokenizer
+    tonic = tok.chord_id(parse_chord("Cm"))   # D minor is read on C
+    planned = gen.prepare(GenerationConfig(mood="sad", key="D minor", bars=9))[3][0].plan
+    assert planned == ((1, 0, tonic), (5, 0, tonic), (9, 0, tonic))
+    assert gen.prepare(GenerationConfig(mood="sad", key="D minor", bars=9, tonic_frame=False))[3][0].plan == ()
+    free = gen.generate(GenerationConfig(mood="sad", key="D minor", bars=9, n=2, seed=6, tonic_frame=False))
+    assert all(tok.count_errors(ids) == 0 for ids in free)
