@@ -1286,12 +1286,12 @@ class Generator:
         Example: ``gen.tonic_plan(GenerationConfig(mood="sad", key="D minor", bars=8))``
         """
         from .harmony import Chord
-        from .moods import KEY_NAMES
+        from .moods import KEY_NAMES, parse_key
 
         key = self.tok.key_for_model(self._key_for(cfg))
-        if key is None:
+        if key is None or str(key).strip().lower() == "any":
             return ()
-        idx = KEY_NAMES.index(key)
+        idx = KEY_NAMES.index(parse_key(key))
         tonic = self.tok.chord_id(Chord(idx % 12, "min" if idx >= 12 else "maj"))
         return tuple((b, 0, tonic) for b in sorted({1, cfg.bars, *range(5, cfg.bars + 1, 4)}))
 
