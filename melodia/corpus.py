@@ -8,10 +8,16 @@
   parsed by symusic directly (fast); the other works (Humdrum, MusicXML, RomanText) are
   exported to MIDI by music21 once and cached in ``~/.cache/melodia`` (music21 needs about half
   an hour of two cores for all of them; later builds take seconds),
-* a POP909 folder (``NNN/NNN.mid`` + ``key_audio.txt``), recognised by its layout: the key
-  annotation is used, and its 1/4 time signatures (an artifact of how it was made) become 4/4.
+* a POP909 folder (``NNN/NNN.mid`` + ``beat_midi.txt``, ``key_audio.txt``,
+  ``chord_midi.txt``), recognised by its layout and read on its annotated beats
+  (:func:`read_pop909`): bar 1 at the first downbeat, tempo from the beat spacing, the
+  annotated key and chords.
 
-Every piece is normalised (480 ticks per quarter; empty tracks dropped; tracks that share a
+Every piece keeps the bar lines of its score (a pickup is padded to a full bar:
+:func:`measure_offset_map`, :func:`fix_abc_pickup`), a MIDI file gets a grid check
+(:func:`grid_check`), and every piece carries its chords as MIDI markers
+(:func:`add_chord_markers`: annotated, or recognised per half bar). Every piece is normalised
+(480 ticks per quarter; empty tracks dropped; tracks that share a
 program moved to a free program of the same General MIDI family so melody and accompaniment
 stay apart), labelled (mood, key, tags), deduplicated by note content, and given a split
 (train/valid/test) by a hash of its *song*, so no song is on both sides. It writes
