@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, Union
 
-from .errors import BadInputError, BadModelError, MelodiaError
+from .errors import BadInputError, BadModelError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import music21
@@ -307,20 +307,10 @@ class Piece:
 
         Example: ``[(c.name, c.start_beat) for c in piece.chords[:4]]``
         """
-        from .harmony import parse_chord
+        from .corpus import read_chord_markers
 
-        s = self._score
-        tpq = s.ticks_per_quarter
-        marks = []
-        for m in s.markers:
-            if m.text.strip().upper() in ("N.C.", "NC", "N"):
-                marks.append((int(m.time), "N.C."))
-                continue
-            try:
-                ch = parse_chord(m.text)
-            except MelodiaError:
-                continue
-            marks.append((int(m.time), ch.name))
+        tpq = self._score.ticks_per_quarter
+        marks = [(t, c.name if c is not None else "N.C.") for t, c in read_chord_markers(self._score)]
         marks.sort()
         end = max(self.length_beats, (marks[-1][0] / tpq) if marks else 0.0)
         out = []
