@@ -619,8 +619,15 @@ class Composer:
                  valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
                  top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
                  leading_tone: bool = False, dynamics: str = "mood",
-                 chords: str | Sequence[str] | None = None) -> list[Piece]:
+                 chords: str | Sequence[str] | None = None, form: str | None = None,
+                 vary: bool = False) -> list[Piece]:
         """Compose ``n`` new pieces of exactly ``bars`` bars.
+
+        ``form`` (``"AABA"``, ``"ABAC"``: letters, up to 8) splits the bars into equal
+        sections; a letter that returns repeats the notes of its first section exactly (with
+        ``vary=True``, all but its last bar, which is written anew), and a new letter
+        continues from what came before. With a form, ``chords`` apply to each section, or
+        per letter: ``"A: C G Am F; B: F G Em Am"``. The dynamics' phrases are the sections.
 
         ``chords`` (``"Am F C G"``: one chord a bar, cycled over the bars; ``"Am:2 F:2 C G"``:
         the first two for 2 beats each) writes those chords at those places and no others; with
@@ -659,14 +666,20 @@ class Composer:
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key, tempo=tempo,
                            meter=meter, instruments=instruments, tags=tuple(tags), n=n, seed=seed,
                            temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
-                           leading_tone=leading_tone, chords=chords)
+                           leading_tone=leading_tone, chords=chords, form=form, vary=vary)
         _key_name(key)  # a bad key fails before any work
         with self._lock:
             rows = self._gen.generate(cfg)
             scores = [self.tokenizer.decode(ids) for ids in rows]
         key_name = self._key_used(rows[0])
+        sections = cfg.sections()
+        phrase = sections[0][2] if sections else 4
         out = []
         for s in scores:
+            if sections:  # a repeated last section may hold notes past the end: cut there
+                from .generate import clip_to_bars
+
+                s = clip_to_bars(s, bars)
             if tempo is not None:  # the model saw the nearest tempo token; the piece gets the exact tempo
                 import symusic
 
@@ -675,7 +688,7 @@ class Composer:
             if level is not None:
                 from .generate import shape_dynamics
 
-                s = shape_dynamics(s, level)
+                s = shape_dynamics(s, level, phrase_bars=phrase)
             out.append(Piece(s, mood=mood_name, key=key_name, seed=seed, bars=bars))
         return out
 
@@ -729,6 +742,59 @@ class Composer:
         return [Piece(s, mood=mood_name, key=_key_name(key), seed=seed, bars=None if include_prompt else bars)
                 for s in scores]
 
+    def infill(self, prompt: PromptLike, bars: "tuple[int, int] | Sequence[int] | int | str",
+               mood: str | None = None, key: str | None = None, chords: str | Sequence[str] | None = None,
+               instruments: Sequence[str | int] | str | None = None, n: int = 1, seed: int | None = None,
+               temperature: float = 1.0, guidance: float = 1.0, *, context_bars: int = 4,
+               tempo: float | None = None, meter: str | None = None, valence: float | None = None,
+               arousal: float | None = None, tags: Sequence[str] = (), top_k: int = 0, top_p: float = 0.95,
+               in_key: bool = True, leading_tone: bool = False, dynamics: str = "mood") -> list[Piece]:
+        """Rewrite some bars of a clip in place: ``bars=(5, 8)`` (or ``"5-8"``, or ``6`` for one
+        bar; counted from 1, inclusive). Every note that starts outside those bars stays as it
+        was (notes held into them from before included); the notes starting inside are
+        replaced by new ones that end by the span's end. Each piece has the clip's length,
+        tempo, meter and instruments.
+
+        The model sees up to ``context_bars`` bars on each side of the span (it was trained to
+        fill in the middle). ``chords`` apply to the span, cycled from its first bar; ``key``
+        None means the clip's own key (estimated; the pieces' ``key`` says which).
+        ``dynamics="mood"`` shapes the new notes when a mood is given (the clip keeps its own);
+        with no mood they keep the loudness the model gave them from the clip. ``prompt``,
+        ``tempo`` and ``meter`` as in :meth:`continue_from`; other arguments as in
+        :meth:`generate`.
+
+        Example:
+            >>> pieces = c.infill("clip.mid", bars=(5, 8), mood="sad", seed=1)
+        """
+        first, last = parse_bar_span(bars)
+        mood_name = self.resolve_mood(mood, valence, arousal)
+        level = _dynamics_arousal(dynamics, mood_name, arousal)
+        score = self._prompt_score(prompt, tempo, meter)
+        if score.note_num() == 0:
+            raise BadInputError("infill: the clip has no notes")
+        if key is None:
+            from .moods import estimate_key
+
+            try:
+                key = estimate_key(score).name
+            except BadInputError:  # drums only
+                pass
+        cfg = self._config(bars=min(last - first + 1, 64), mood=mood, valence=valence, arousal=arousal, key=key,
+                           instruments=instruments, tags=tuple(tags), n=n, seed=seed, temperature=temperature,
+                           guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
+                           leading_tone=leading_tone, chords=chords)
+        with self._lock:
+            scores = self._gen.infill(score, first, last, context_bars=context_bars, cfg=cfg)
+        n_bars = len(_bar_starts(score))
+        if level is not None:
+            from .generate import shape_dynamics
+
+            starts = _bar_starts(scores[0])
+            t0 = starts[first - 1]
+            t1 = starts[last] if last < len(starts) else None
+            scores = [shape_dynamics(s, level, start_tick=t0, end_tick=t1) for s in scores]
+        return [Piece(s, mood=mood_name, key=_key_name(key), seed=seed, bars=n_bars) for s in scores]
+
     def _key_used(self, ids: Sequence[int]) -> str | None:
         """The key a generated sequence was conditioned on (position 2 is always a KEY_ token;
         with no key asked for, the generator picks one that suits the mood), None for any."""
@@ -766,6 +832,29 @@ class Composer:
 
     def __repr__(self) -> str:
         return f"Composer({self.name!r}, preset={self.meta.get('preset')!r}, device={self.device!r})"
+
+
+def parse_bar_span(bars: Any) -> tuple[int, int]:
+    """A span of bars, counted from 1: ``(5, 8)``, ``[5, 8]``, ``"5-8"``, ``"6"`` or ``6`` →
+    ``(first, last)``. :class:`BadInputError` for anything else.
+
+    Example: ``parse_bar_span("5-8") == (5, 8)``
+    """
+    span: Any = bars
+    if isinstance(bars, str):
+        parts = bars.replace(" ", "").split("-")
+        if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
+            raise BadInputError(f"bars {bars!r}: write a span of bars like 5-8, or one bar like 6")
+        span = [int(p) for p in parts]
+    elif isinstance(bars, int) and not isinstance(bars, bool):
+        span = [bars]
+    if not isinstance(span, (list, tuple)) or not 1 <= len(span) <= 2 \
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in span):
+        raise BadInputError(f"bars {bars!r}: give the first and last bar, like (5, 8) or \"5-8\"")
+    first, last = span[0], span[-1]
+    if first < 1 or last < first:
+        raise BadInputError(f"bars {bars!r}: bars count from 1 and the last comes after the first, like 5-8")
+    return int(first), int(last)
 
 
 def _dynamics_arousal(dynamics: str, mood: str | None, arousal: float | None) -> float | None:

@@ -1,7 +1,7 @@
 """The ``melodia`` command: one entry point, one subcommand per pipeline stage.
 
 ``melodia corpus build|stats``, ``melodia tokenize``, ``melodia train``, ``melodia generate``,
-``melodia render``, ``melodia info``. Each subcommand's module is imported only when it runs,
+``melodia infill``, ``melodia render``, ``melodia serve``, ``melodia evaluate``, ``melodia info``. Each subcommand's module is imported only when it runs,
 so ``melodia --help`` is fast. A :class:`~melodia.errors.MelodiaError` prints one clear line
 (``melodia: error: …``) and exits with status 2; anything else is a bug and shows a traceback.
 
@@ -65,40 +65,68 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .errors import BadInputError
 
-    from .api import Composer
-    from .errors import BadInputError, OutputExistsError
-
-    formats = [".mid"] + [ext for flag, ext in (("wav", ".wav"), ("musicxml", ".musicxml"), ("png", ".png"))
-                          if getattr(args, flag)]
+    stems, formats = _output_plan(args, args.name or (f"{args.mood or 'any'}-{args.seed}" if args.seed is not None
+                                                      else (args.mood or "piece")))
     instruments = [x.strip() for x in args.instruments.split(",")] if args.instruments else None
-    out = Path(args.out)
-    seed = args.seed
-    stem = args.name or (f"{args.mood or 'any'}-{seed}" if seed is not None else (args.mood or "piece"))
-    stems = [stem] if args.n == 1 else [f"{stem}-{i + 1}" for i in range(args.n)]
-    targets = [out / f"{s}{ext}" for s in stems for ext in formats]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not args.force:  # check before minutes of work, not after
-        raise OutputExistsError(f"{existing[0]}: already exists (use --force to overwrite)")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # one token at a time: more threads mostly add overhead
-    composer = Composer.load(args.model, device=args.device)
-    common = dict(mood=args.mood, key=args.key, instruments=instruments, n=args.n, seed=seed,
-                  temperature=args.temperature, guidance=args.guidance, in_key=not args.chromatic,
-                  leading_tone=args.leading_tone, dynamics=args.dynamics)
     if args.continue_from:
         if args.meter is not None:
             raise BadInputError("--meter cannot be used with --continue: the clip brings its own meter")
         if args.chords is not None:
-            raise BadInputError("--chords cannot be used with --continue yet: it applies to a new piece")
+            raise BadInputError("--chords cannot be used with --continue yet: it applies to a new piece "
+                                "(`melodia infill` takes --chords for the bars it rewrites)")
+        if args.form is not None or args.vary:
+            raise BadInputError("--form and --vary apply to a new piece, not to --continue")
+    elif args.vary and args.form is None:
+        raise BadInputError("--vary applies to a form: give --form too, e.g. --form AABA --vary")
+    composer = _load_composer(args)
+    common = dict(mood=args.mood, key=args.key, instruments=instruments, n=args.n, seed=args.seed,
+                  temperature=args.temperature, guidance=args.guidance, in_key=not args.chromatic,
+                  leading_tone=args.leading_tone, dynamics=args.dynamics)
+    if args.continue_from:
         pieces = composer.continue_from(args.continue_from, bars=args.bars, context_bars=args.context_bars,
                                         include_prompt=not args.new_only, **common)
     else:
         pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4",
-                                   chords=args.chords, **common)
+                                   chords=args.chords, form=args.form, vary=args.vary, **common)
+    _write_pieces(args, pieces, stems, formats)
+    return 0
+
+
+def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[str]]:
+    """File stems and extensions a command will write; an existing file is an error before
+    any work (unless ``--force``)."""
+    from pathlib import Path
+
+    from .errors import OutputExistsError
+
+    formats = [".mid"] + [ext for flag, ext in (("wav", ".wav"), ("musicxml", ".musicxml"), ("png", ".png"))
+                          if getattr(args, flag)]
+    stems = [stem] if args.n == 1 else [f"{stem}-{i + 1}" for i in range(args.n)]
+    existing = [str(Path(args.out) / f"{s}{ext}") for s in stems for ext in formats
+                if (Path(args.out) / f"{s}{ext}").exists()]
+    if existing and not args.force:  # check before minutes of work, not after
+        raise OutputExistsError(f"{existing[0]}: already exists (use --force to overwrite)")
+    return stems, formats
+
+
+def _load_composer(args: argparse.Namespace):
+    from .api import Composer
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # one token at a time: more threads mostly add overhead
+    return Composer.load(args.model, device=args.device)
+
+
+def _write_pieces(args: argparse.Namespace, pieces: list, stems: list[str], formats: list[str]) -> None:
+    """Write each piece in each format (atomic writes), list the files on stdout and describe
+    each piece on stderr."""
+    from pathlib import Path
+
+    out = Path(args.out)
     for piece, s in zip(pieces, stems):
         for ext in formats:
             path = out / f"{s}{ext}"
@@ -110,6 +138,25 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"melodia: {s}: {piece.mood or 'any'}, {piece.key or 'no key'}, {piece.tempo:g} qpm, "
               f"{piece.meter}, {piece.bars} bars, {len(piece)} notes"
               + (f"; chords: {shown}" if chords else ""), file=sys.stderr)
+
+
+def _cmd_infill(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .api import parse_bar_span
+    from .midifile import load_score
+
+    first, last = parse_bar_span(args.bars)
+    load_score(args.clip)  # a missing or broken clip fails before the model loads
+    stems, formats = _output_plan(args, args.name or f"{Path(args.clip).stem}-bars{first}-{last}"
+                                  + (f"-{args.seed}" if args.seed is not None else ""))
+    instruments = [x.strip() for x in args.instruments.split(",")] if args.instruments else None
+    composer = _load_composer(args)
+    pieces = composer.infill(args.clip, bars=(first, last), mood=args.mood, key=args.key, chords=args.chords,
+                             instruments=instruments, n=args.n, seed=args.seed, temperature=args.temperature,
+                             guidance=args.guidance, context_bars=args.context_bars, in_key=not args.chromatic,
+                             leading_tone=args.leading_tone, dynamics=args.dynamics)
+    _write_pieces(args, pieces, stems, formats)
     return 0
 
 
@@ -138,6 +185,12 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
                    help='chords to write, one a bar and cycled: "Am F C G"; "Am:2 F:2 C G" gives a chord '
                         "2 beats (C, Cm, C7, Cmaj7, Cm7, Cdim, Csus4, C/E ...); with no --key the key "
                         "follows from them (default: the model writes its own progression)")
+    g.add_argument("--form", metavar="LETTERS",
+                   help="sections, e.g. AABA or ABAC (up to 8 letters): --bars split equally; a letter that "
+                        "returns repeats its first section's notes, a new letter continues. With a form, "
+                        '--chords apply to every section, or per letter: "A: C G Am F; B: F G Em Am"')
+    g.add_argument("--vary", action="store_true",
+                   help="with --form: write the last bar of each returning section anew")
     g.add_argument("--dynamics", choices=["mood", "flat"], default="mood",
                    help="mood (default): velocities follow the mood (happy/tense louder, sad/calm softer) "
                         "with a swell over each 4-bar phrase; flat: the model's own velocities")
@@ -156,6 +209,39 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=1, help="CPU threads for sampling (default 1; 0 = torch's choice)")
     g.add_argument("--force", action="store_true", help="overwrite existing files")
     g.set_defaults(func=_cmd_generate)
+
+
+def _add_infill_arguments(g: argparse.ArgumentParser) -> None:
+    g.add_argument("clip", metavar="CLIP.mid", help="the MIDI clip to rewrite bars of")
+    g.add_argument("--bars", required=True, metavar="FIRST-LAST",
+                   help="the bars to rewrite, counted from 1: 5-8, or 6 for one bar")
+    g.add_argument("--mood", help="mood of the new bars (default: none; the model follows the clip)")
+    g.add_argument("--key", help="key of the new bars (default: the clip's own, estimated from its notes)")
+    g.add_argument("--chords", metavar="PROGRESSION",
+                   help='chords for the rewritten bars, one a bar and cycled from the first: "F G"; '
+                        '"Am:2 F:2" gives a chord 2 beats (default: the model chooses)')
+    g.add_argument("--instruments", help="comma-separated instruments of the new notes (default: the clip's)")
+    g.add_argument("--context-bars", type=int, default=4,
+                   help="bars on each side of the span the model reads (default 4)")
+    g.add_argument("--n", type=int, default=1, help="variations, 1-16 (default 1)")
+    g.add_argument("--seed", type=int, help="same seed, model and machine → same notes")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    g.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1 = off)")
+    g.add_argument("--chromatic", action="store_true", help="let new notes leave the key's scale")
+    g.add_argument("--leading-tone", action="store_true", help="in a minor key, also allow the raised 7th")
+    g.add_argument("--dynamics", choices=["mood", "flat"], default="mood",
+                   help="mood (default): with --mood, the new notes' loudness follows it; flat: the model's own")
+    g.add_argument("--model", help="model directory (default: the shipped model)")
+    g.add_argument("--out", required=True, help="folder to write into")
+    g.add_argument("--name", help="file name stem (default CLIP-barsFIRST-LAST[-SEED])")
+    g.add_argument("--wav", action="store_true", help="also write audio (SoundFont synthesis)")
+    g.add_argument("--musicxml", action="store_true", help="also write notation (MusicXML)")
+    g.add_argument("--png", action="store_true", help="also write a piano-roll picture")
+    g.add_argument("--soundfont", help="a .sf2 SoundFont for --wav (default: pretty_midi's TimGM6mb)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    g.add_argument("--threads", type=int, default=1, help="CPU threads for sampling (default 1; 0 = torch's choice)")
+    g.add_argument("--force", action="store_true", help="overwrite existing files")
+    g.set_defaults(func=_cmd_infill)
 
 
 def _optional(module: str, adder: str, runner: str) -> tuple[Callable | None, Callable | None]:
@@ -223,6 +309,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_tokenize)
 
     _add_generate_arguments(sub.add_parser("generate", help="compose new music in a mood → .mid (+ .wav …)"))
+    _add_infill_arguments(sub.add_parser(
+        "infill", help="rewrite some bars of a MIDI clip, keeping the rest → .mid (+ .wav …)",
+        description="Rewrite bars of a MIDI clip in place: every note that starts outside --bars stays as it "
+                    "was; the model writes the bars between, reading the bars on both sides.",
+        epilog='example: melodia infill clip.mid --bars 5-8 --mood sad --seed 1 --out out'))
 
     for name, module, adder, runner, helptext in (
         ("train", "train", "add_train_arguments", "cli_train", "pretrain or fine-tune a model"),

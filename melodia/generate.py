@@ -81,6 +81,7 @@ __all__ = [
 
 MAX_BARS = 64
 MAX_N = 16
+MAX_SECTIONS = 8        # letters of a form
 MAX_ONSETS = 8           # notes one program may start at one position (a two-hand chord)
 FP16_MIN_ELEMENTS = 1 << 16  # CPU: matrices at least this big are stored fp16 (see LeanLlama)
 DEFAULT_PROGRAMS = (0, 1)  # melody + accompaniment on two piano programs, for a model that names none
@@ -873,6 +874,8 @@ class GenerationConfig:
     chords: str | Sequence[str] | None = None  # "Am F C G" (a chord a bar, cycled) or "Am:2 F:2 …"; None: the model's
     chord_tones: bool = True  # with chords asked for: notes on their tones (the melody's off-beat notes free)
     tonic_frame: bool = True  # no chords asked for, a key known: each 4-bar phrase and the last bar open on the tonic
+    form: str | None = None   # "AABA": equal sections; a returning letter repeats its first section's notes
+    vary: bool = False        # with form: a returning section's last bar is written anew
 
     def validate(self) -> None:
         """Raise :class:`BadInputError` naming the first bad value. Example: ``cfg.validate()``."""
@@ -907,18 +910,71 @@ class GenerationConfig:
             if not isinstance(getattr(self, name), bool):
                 raise BadInputError(f"{name} {getattr(self, name)!r}: must be true or false")
         num, den = parse_meter(self.meter)
+        if not isinstance(self.vary, bool):
+            raise BadInputError(f"vary {self.vary!r}: must be true or false")
+        if self.vary and self.form is None:
+            raise BadInputError("vary applies to a form: give a form such as \"AABA\" too")
+        self.sections()
         if self.chords is not None:
             self.progression()
+
+    def sections(self) -> list[tuple[str, int, int, int | None]]:
+        """The form as ``(letter, first bar, bars, first bar of the section it repeats or None)``
+        (bars counted from 0), or [] with no form. ``form`` is letters only, one per section,
+        up to :data:`MAX_SECTIONS`; the sections share ``bars`` equally.
+
+        Example: ``GenerationConfig(bars=16, form="AABA").sections()[2]  # ('B', 8, 4, None)``
+        """
+        if self.form is None:
+            return []
+        form = self.form.strip().upper() if isinstance(self.form, str) else None
+        if not form or not form.isalpha() or not form.isascii():
+            raise BadInputError(f"form {self.form!r}: write the sections as letters, e.g. \"AABA\" or \"ABAC\"")
+        if len(form) > MAX_SECTIONS:
+            raise BadInputError(f"form {self.form!r} has {len(form)} sections; at most {MAX_SECTIONS}")
+        if len(form) > self.bars:
+            raise BadInputError(f"form {self.form!r} has {len(form)} sections, more than the {self.bars} bars")
+        if self.bars % len(form):
+            raise BadInputError(f"form {self.form!r}: {self.bars} bars do not divide into {len(form)} equal "
+                                f"sections (try --bars {len(form) * max(1, round(self.bars / len(form)))})")
+        size = self.bars // len(form)
+        first: dict[str, int] = {}
+        out = []
+        for k, letter in enumerate(form):
+            out.append((letter, k * size, size, first.get(letter)))
+            first.setdefault(letter, k * size)
+        return out
 
     def progression(self) -> list:
         """The chords asked for as ``(start beat, length, Chord)`` over the bars, or [] (see
         :func:`melodia.harmony.parse_progression`). Example: ``cfg.progression()[0]``"""
-        from .harmony import parse_progression
+        from .harmony import parse_progression, split_section_chords
 
         if self.chords is None:
             return []
         num, den = parse_meter(self.meter)
-        return parse_progression(self.chords, 4.0 * num / den, self.bars)
+        per_bar = 4.0 * num / den
+        by_letter = split_section_chords(self.chords)
+        sections = self.sections()
+        if by_letter is not None and not sections:
+            raise BadInputError(f"chords {self.chords!r} are given per section: give a form too "
+                                "(e.g. --form AABA)")
+        if not sections:
+            return parse_progression(self.chords, per_bar, self.bars)
+        if by_letter is not None:  # each letter its own chords
+            letters = {s[0] for s in sections}
+            extra = sorted(set(by_letter) - letters)
+            if extra:
+                raise BadInputError(f"chords: section {extra[0]} is not in the form {self.form!r}")
+            missing = [x for x in dict.fromkeys(s[0] for s in sections) if x not in by_letter]
+            if missing:
+                raise BadInputError(f"chords: section {missing[0]} of the form {self.form!r} has no chords; "
+                                    "give chords for every section (\"A: C G Am F; B: F G Em Am\")")
+        out = []  # each section starts its chords afresh, so a returning section has its chords
+        for letter, first, size, _ in sections:
+            text = by_letter[letter] if by_letter is not None else self.chords
+            out += [(first * per_bar + t, n, c) for t, n, c in parse_progression(text, per_bar, size)]
+        return out
 
     def min_tokens(self) -> int:
         """The smallest ``max_tokens`` that always leaves room to finish validly."""
@@ -966,12 +1022,13 @@ DYNAMICS = ("mood", "flat")
 
 
 def shape_dynamics(score: "symusic.Score", arousal: float, start_tick: int = 0, phrase_bars: int = 4,
-                   contrast: float = 0.6) -> "symusic.Score":
+                   contrast: float = 0.6, end_tick: int | None = None) -> "symusic.Score":
     """Velocities that follow a mood's arousal and shape each phrase, applied after sampling.
 
     The shipped model did not learn loudness from the mood tokens (requested sad and calm
     pieces played at mean velocity 88-89, happy 86, tense 83), so melodia shapes it: the notes
-    from ``start_tick`` on (a continuation's new bars) are centred on ``74 + 32 · arousal``
+    from ``start_tick`` on (a continuation's new bars), up to ``end_tick`` (an infilled span's
+    end) when given, are centred on ``74 + 32 · arousal``
     (happy/tense, arousal +0.5: 90; sad/calm, -0.5: 58), keep ``contrast`` of the model's own
     spread around its mean (melody over accompaniment, accents), and follow a swell over each
     phrase of ``phrase_bars`` bars: 6 softer at its start, 8 louder at about two thirds of it,
@@ -985,7 +1042,8 @@ def shape_dynamics(score: "symusic.Score", arousal: float, start_tick: int = 0, 
 
     out = score.copy()
     tpq = out.ticks_per_quarter
-    notes = [(tr, k) for tr in out.tracks for k in range(len(tr.notes)) if tr.notes[k].time >= start_tick]
+    stop = end_tick if end_tick is not None else float("inf")
+    notes = [(tr, k) for tr in out.tracks for k in range(len(tr.notes)) if start_tick <= tr.notes[k].time < stop]
     if not notes:
         return out
     vel = np.array([tr.notes[k].velocity for tr, k in notes], np.float64)
@@ -1004,6 +1062,34 @@ def shape_dynamics(score: "symusic.Score", arousal: float, start_tick: int = 0, 
     new = np.clip(np.round(target + contrast * (vel - vel.mean()) + swell), 24, 120).astype(int)
     for (tr, k), v in zip(notes, new):
         tr.notes[k].velocity = int(v)
+    return out
+
+
+def clip_to_bars(score: "symusic.Score", bars: int) -> "symusic.Score":
+    """``score`` with every note cut at the end of its ``bars``-th bar (notes that start after it
+    dropped). A form's last section may repeat a section whose last notes were held into the
+    next one; in the piece's last bar they are cut at its end, so the piece keeps its bars.
+    Returns ``score`` itself when nothing reaches past the end.
+
+    Example: ``score = clip_to_bars(score, 16)``
+    """
+    import symusic
+
+    from .harmony import bar_lines
+
+    lines = bar_lines(score)
+    if len(lines) <= bars:
+        return score
+    end = int(round(lines[bars] * score.ticks_per_quarter))
+    if all(nt.time + nt.duration <= end for tr in score.tracks for nt in tr.notes):
+        return score
+    out = score.copy()
+    for tr in out.tracks:
+        kept = [symusic.Note(nt.time, min(nt.duration, end - nt.time), nt.pitch, nt.velocity)
+                for nt in tr.notes if nt.time < end]
+        tr.notes.clear()
+        for nt in kept:
+            tr.notes.append(nt)
     return out
 
 
@@ -1328,37 +1414,27 @@ class Generator:
         """
         return [self.tok.decode(ids) for ids in self.generate(cfg, **overrides)]
 
-    def continue_from(self, score: Any, bars: int, context_bars: int = 4, cfg: GenerationConfig | None = None,
-                      include_prompt: bool = True) -> list["symusic.Score"]:
-        """Continue a piece: its last ``context_bars`` bars are the context; ``bars`` new bars follow.
-
-        ``score``: a ``symusic.Score``, MIDI path or MIDI bytes. Returns ``cfg.n`` scores: the
-        prompt unchanged (same ticks per quarter, every note as it was) plus exactly ``bars`` new
-        bars, or with ``include_prompt=False`` the new bars alone (starting at tick 0). The new bars
-        keep the prompt's last meter and tempo; instruments default to the prompt's programs.
-
-        Example: ``out = gen.continue_from("clip.mid", bars=4, cfg=GenerationConfig(mood="tense"))``
-        """
+    def _read_prompt(self, score: Any, cfg: GenerationConfig, what: str) -> tuple:
+        """A prompt as the model reads it: ``(orig, cfg, shift, meter, bars, tempos)`` where
+        ``orig`` is the loaded score, ``cfg`` has the prompt's own key where none was given,
+        ``shift`` the semitones the key-normalised notes move back by, ``meter`` the prompt's
+        last meter, ``bars`` one array of REMI base ids per bar of the prompt (chords inserted,
+        trailing bars its last notes sound in added) and ``tempos[k]`` the Tempo id in force
+        when bar ``k`` starts (None before any)."""
         import numpy as np
-        import symusic
         from miditok.utils import get_bars_ticks
 
         from .midifile import load_score
-        from .tokenizer import encode_bars, restate_tempo, split_bars, transpose_score
+        from .tokenizer import split_bars
 
-        cfg = _with(cfg, {"bars": bars})
-        cfg.validate()
-        if isinstance(context_bars, bool) or not isinstance(context_bars, int) or not 1 <= context_bars <= MAX_BARS:
-            raise BadInputError(f"context_bars {context_bars!r}: must be an integer from 1 to {MAX_BARS}")
         orig = load_score(score)
         if orig.note_num() == 0:
-            raise BadInputError("continue_from: the prompt has no notes to continue")
+            raise BadInputError(f"{what}: the clip has no notes")
         remi = self.tok.remi
-        # the meter of the new bars: the prompt's last time signature
         ts = sorted(orig.time_signatures, key=lambda t: t.time)
         meter = (ts[-1].numerator, ts[-1].denominator) if ts else (4, 4)
         if f"{meter[0]}/{meter[1]}" not in self.vocab.timesigs:
-            raise BadInputError(f"the prompt ends in {meter[0]}/{meter[1]}, which this model cannot write")
+            raise BadInputError(f"the clip ends in {meter[0]}/{meter[1]}, which this model cannot write")
         pre = orig.copy()
         if self.tempo_unknown is not None:  # the model reads a prompt at 120 qpm as at its neighbour
             for t in pre.tempos:  # (before MidiTok rounds 120 to the bin's own 122.99)
@@ -1369,12 +1445,10 @@ class Generator:
             seq = seq[0]
         base = np.asarray(seq.ids, dtype=np.int64)
         if cfg.key is None:  # the prompt's own key, not the mood's default one
-            from dataclasses import replace as _replace
-
             from .moods import estimate_key
 
             try:
-                cfg = _replace(cfg, key=estimate_key(orig).name)
+                cfg = replace(cfg, key=estimate_key(orig).name)
             except BadInputError:  # a drums-only prompt has no key
                 pass
         # a key-normalised model reads the prompt with the key's tonic on C; its notes move back
@@ -1393,24 +1467,72 @@ class Generator:
         ts_id = remi.vocab[f"TimeSig_{meter[0]}/{meter[1]}"]
         while len(all_bars) < n_orig:  # trailing bars the prompt's last notes still sound in
             all_bars.append(np.asarray([bar_id, ts_id], dtype=np.int64))
-        first = max(0, len(all_bars) - context_bars)
         tempo_ids = {i for t, i in remi.vocab.items() if t.startswith("Tempo_")}
-        tempo = None
-        for b in all_bars[:first]:
+        tempos, tempo = [], None
+        for b in all_bars:
+            tempos.append(tempo)
             for i in b:
                 if int(i) in tempo_ids:
                     tempo = int(i)
-        ctx_bars = list(all_bars[first:])
-        if first > 0 and tempo is not None:
-            ctx_bars[0] = restate_tempo(ctx_bars[0], tempo, remi)
-        ctx_ids = [i for b in encode_bars(self.tok, ctx_bars) for i in b]
-        if cfg.instruments is not None:
-            progs = self._programs(cfg.instruments)
-        else:
-            used = sorted({-1 if t.is_drum else t.program for t in orig.tracks if t.notes})
-            progs = tuple(p for p in used if p in self.vocab.programs) or self.default_programs
+        return orig, cfg, shift, meter, all_bars, tempos
+
+    def _encode_context(self, bars: list, tempo: int | None) -> list[int]:
+        """Context bars → model ids (BPE per bar), the tempo in force restated in the first."""
+        from .tokenizer import encode_bars, restate_tempo
+
+        bars = list(bars)
+        if bars and tempo is not None:
+            bars[0] = restate_tempo(bars[0], tempo, self.tok.remi)
+        return [i for b in encode_bars(self.tok, bars) for i in b]
+
+    def _new_notes(self, ids: list[int], n_ctx: int, shift: int) -> tuple["symusic.Score", int | None, list]:
+        """Decode ``ids`` (context bars, then new ones; no controls), the notes moved back by
+        ``shift``: ``(score, tick where bar n_ctx starts or None, [(tick, chord name)] of the new
+        bars' chords)``."""
+        from miditok.utils import get_bars_ticks
+
+        from .tokenizer import transpose_score
+
+        dec = self.tok.decode(ids)  # no controls: no key move; ``shift`` below
+        if shift:
+            dec = transpose_score(dec, shift)
+        starts = get_bars_ticks(dec)
+        start = starts[n_ctx] if len(starts) > n_ctx else (0 if n_ctx == 0 else None)
+        chords = []
+        if self.tok.has_chords and start is not None:
+            tpq = dec.ticks_per_quarter
+            for beat, ch in self.tok.chords(ids):
+                tick = int(round(beat * tpq))
+                if tick >= start:
+                    name = "N.C." if ch is None else (ch.transposed(shift) if shift else ch).name
+                    chords.append((tick, name))
+        return dec, start, chords
+
+    def continue_from(self, score: Any, bars: int, context_bars: int = 4, cfg: GenerationConfig | None = None,
+                      include_prompt: bool = True) -> list["symusic.Score"]:
+        """Continue a piece: its last ``context_bars`` bars are the context; ``bars`` new bars follow.
+
+        ``score``: a ``symusic.Score``, MIDI path or MIDI bytes. Returns ``cfg.n`` scores: the
+        prompt unchanged (same ticks per quarter, every note as it was) plus exactly ``bars`` new
+        bars, or with ``include_prompt=False`` the new bars alone (starting at tick 0). The new bars
+        keep the prompt's last meter and tempo; instruments default to the prompt's programs.
+        The new bars' chords are added as markers.
+
+        Example: ``out = gen.continue_from("clip.mid", bars=4, cfg=GenerationConfig(mood="tense"))``
+        """
+        import symusic
+        from miditok.utils import get_bars_ticks
+
+        cfg = _with(cfg, {"bars": bars})
+        cfg.validate()
+        if isinstance(context_bars, bool) or not isinstance(context_bars, int) or not 1 <= context_bars <= MAX_BARS:
+            raise BadInputError(f"context_bars {context_bars!r}: must be an integer from 1 to {MAX_BARS}")
+        orig, cfg, shift, meter, all_bars, tempos = self._read_prompt(score, cfg, "continue_from")
+        first = max(0, len(all_bars) - context_bars)
+        ctx_ids = self._encode_context(all_bars[first:], tempos[first] if first > 0 else None)
+        progs = self._prompt_programs(orig, cfg)
         cond, uncond, _ = self._controls(cfg)
-        n_ctx = len(ctx_bars)
+        n_ctx = len(all_bars) - first
         g = self.grammar(meter, progs)
         st = _State(total=n_ctx + bars)
         for i in ctx_ids:
@@ -1423,36 +1545,116 @@ class Generator:
 
         # new notes → the prompt's timeline and resolution
         ticks_per_bar_orig = orig.ticks_per_quarter * 4 * meter[0] // meter[1]
-        bars_orig = get_bars_ticks(orig)
-        orig_end = bars_orig[-1] + ticks_per_bar_orig
-        scale = orig.ticks_per_quarter / remi.time_division
+        orig_end = get_bars_ticks(orig)[-1] + ticks_per_bar_orig
         out = []
         for row in new:
-            dec = self.tok.decode(ctx_ids + row)  # no controls: no key move; ``shift`` below
-            if shift:
-                dec = transpose_score(dec, shift)
-            start = get_bars_ticks(dec)[n_ctx] if len(get_bars_ticks(dec)) > n_ctx else None
-            res = orig.copy() if include_prompt else symusic.Score(orig.ticks_per_quarter)
-            offset = orig_end if include_prompt else 0
-            if not include_prompt:
+            dec, start, chords = self._new_notes(ctx_ids + row, n_ctx, shift)
+            if include_prompt:
+                res, offset = orig.copy(), orig_end
+            else:
+                res, offset = symusic.Score(orig.ticks_per_quarter), 0
                 last_tempo = sorted(orig.tempos, key=lambda t: t.time)
                 res.tempos.append(symusic.Tempo(0, qpm=last_tempo[-1].qpm if last_tempo else 120.0))
                 res.time_signatures.append(symusic.TimeSignature(0, meter[0], meter[1]))
-            for tr in dec.tracks:
-                notes = [nt for nt in tr.notes if start is not None and nt.time >= start]
-                if not notes:
-                    continue
-                target = next((t for t in res.tracks if t.is_drum == tr.is_drum
-                               and (tr.is_drum or t.program == tr.program)), None)
-                if target is None:
-                    target = symusic.Track(tr.name, program=tr.program, is_drum=tr.is_drum)
-                    res.tracks.append(target)
-                    target = res.tracks[-1]
-                for nt in notes:
-                    on = round((nt.time - start) * scale)
-                    off = round((nt.time - start + nt.duration) * scale)
-                    target.notes.append(symusic.Note(offset + on, max(1, off - on), nt.pitch, nt.velocity))
-                target.notes.sort(key=lambda x: (x.time, x.pitch))
+            _place(res, dec, start, None, offset, chords)
+            out.append(res)
+        return out
+
+    def _prompt_programs(self, orig: "symusic.Score", cfg: GenerationConfig) -> tuple[int, ...]:
+        """The instruments of new notes: ``cfg.instruments``, else the prompt's own programs."""
+        if cfg.instruments is not None:
+            return self._programs(cfg.instruments)
+        used = sorted({-1 if t.is_drum else t.program for t in orig.tracks if t.notes})
+        return tuple(p for p in used if p in self.vocab.programs) or self.default_programs
+
+    def infill(self, score: Any, first_bar: int, last_bar: int, context_bars: int = 4,
+               cfg: GenerationConfig | None = None) -> list["symusic.Score"]:
+        """Rewrite bars ``first_bar``..``last_bar`` (1-based, inclusive) of a clip: every note
+        that starts outside them stays as it was (notes held into them from before included),
+        the notes that start inside are replaced by new ones, which end by the span's end.
+        The result has the clip's length, tempo, meter and instruments (new notes go to the
+        clip's programs unless ``cfg.instruments`` says otherwise).
+
+        The model reads the span's surroundings as it learnt to in training (fill in the
+        middle): up to ``context_bars`` bars before the span, ``FIM_suffix``, up to
+        ``context_bars`` bars after it, ``FIM_middle``; then it writes the span's bars.
+        ``cfg.chords`` apply to the span (cycled from its first bar); ``cfg.key`` None means
+        the clip's own key.
+
+        Example: ``out = gen.infill("clip.mid", 5, 8, cfg=GenerationConfig(seed=1))``
+        """
+        from miditok.utils import get_bars_ticks
+
+        if isinstance(context_bars, bool) or not isinstance(context_bars, int) or not 1 <= context_bars <= MAX_BARS:
+            raise BadInputError(f"context_bars {context_bars!r}: must be an integer from 1 to {MAX_BARS}")
+        for v in (first_bar, last_bar):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise BadInputError(f"infill: bars must be whole bar numbers, got {v!r}")
+        if first_bar < 1 or last_bar < first_bar:
+            raise BadInputError(f"infill: bars {first_bar}-{last_bar} are not a span of bars "
+                                "(write the first and the last bar, counted from 1, like 5-8)")
+        span = last_bar - first_bar + 1
+        cfg = _with(cfg, {"bars": min(span, MAX_BARS)})
+        if span > MAX_BARS:
+            raise BadInputError(f"infill: {span} bars is more than {MAX_BARS} at once")
+        if cfg.form is not None:
+            raise BadInputError("infill rewrites bars of a clip; a form applies to a new piece")
+        cfg.validate()
+        orig, cfg, shift, meter, all_bars, tempos = self._read_prompt(score, cfg, "infill")
+        n_orig = len(get_bars_ticks(orig))
+        if last_bar > n_orig:
+            raise BadInputError(f"infill: bars {first_bar}-{last_bar} reach past the clip's end (it has "
+                                f"{n_orig} bar{'s' if n_orig != 1 else ''})")
+        meter_sigs = {(t.numerator, t.denominator) for t in orig.time_signatures}
+        if len(meter_sigs) > 1:
+            raise BadInputError("infill: the clip changes meter; melodia infills clips of one meter")
+        s0, s1 = first_bar - 1, last_bar
+        pre0 = max(0, s0 - context_bars)
+        before = self._encode_context(all_bars[pre0:s0], tempos[pre0] if pre0 > 0 else None)
+        after = self._encode_context(all_bars[s1:s1 + context_bars], tempos[s1] if not before and s1 < len(tempos) else None)
+        cond, uncond, _ = self._controls(cfg)
+        if after:  # fill in the middle: before, FIM_suffix, after, FIM_middle → the span
+            fim = self.tok.fim_ids()
+            if "suffix" not in fim or "middle" not in fim:
+                raise BadInputError("this model was not trained to fill in bars (it has no FIM tokens); "
+                                    "retrain or fine-tune it with melodia 0.2's tokenizer")
+            ctx = [*before, fim["suffix"], *after, fim["middle"]]
+        else:  # the span ends the clip: a continuation of the bars before it
+            ctx = before
+        progs = self._prompt_programs(orig, cfg)
+        g = self.grammar(meter, progs)
+        if before and not after:
+            st = _State(total=(s0 - pre0) + span)
+            for i in before:
+                g.track(st, self.vocab.seqs[i])
+            if st.phase not in (TSIG, TEMPO, DUR):
+                st.phase = DUR
+            n_ctx = s0 - pre0
+        else:
+            st, n_ctx = _State(total=span), 0
+        st.forced = (frozenset(["Bar_None"]),)
+        st.plan = tuple((b + n_ctx, p, c) for b, p, c in self.chord_plan(cfg, meter))  # bars after the context
+        states = [st.copy() for _ in range(cfg.n)]
+        new = self._sample(g, [*cond, *ctx], [*uncond, *ctx], states, cfg)
+
+        bars_orig = get_bars_ticks(orig)
+        t0 = bars_orig[s0]
+        t1 = bars_orig[s1] if s1 < len(bars_orig) else bars_orig[-1] + orig.ticks_per_quarter * 4 * meter[0] // meter[1]
+        out = []
+        for row in new:
+            dec, start, chords = self._new_notes((before if n_ctx else []) + row, n_ctx, shift)
+            res = orig.copy()
+            for tr in res.tracks:  # the notes that start in the span go
+                kept = [nt for nt in tr.notes if not t0 <= nt.time < t1]
+                if len(kept) != len(tr.notes):
+                    tr.notes.clear()
+                    for nt in kept:
+                        tr.notes.append(nt)
+            marks = [m for m in res.markers if not t0 <= m.time < t1]
+            res.markers.clear()
+            for m in marks:
+                res.markers.append(m)
+            _place(res, dec, start, t1, t0, chords)
             out.append(res)
         return out
 
@@ -1469,9 +1671,22 @@ class Generator:
         guided = cfg.guidance != 1.0 and list(cond) != list(uncond)  # no mood/key: nothing to guide
         rows = [list(cond) for _ in range(n)] + ([list(uncond) for _ in range(n)] if guided else [])
         budget = cfg.token_budget()
+        # form: a returning section copies the ids of its letter's first section (all its bars,
+        # or all but the last with ``vary``); copied ids are fed, not sampled, and cost no budget
+        copies = {first + 1: (src + 1, size - int(cfg.vary)) for _, first, size, src in cfg.sections()
+                  if src is not None and size - int(cfg.vary) > 0}
+        bar_at: list[dict[int, int]] = [{} for _ in range(n)]   # bar (1..) → index in out[r] that opened it
+        queue: list[list[int]] = [[] for _ in range(n)]        # ids still to copy
+        need_bar = [False] * n   # a copy just ended: the next id opens a bar (or ends the piece)
+        sampled = [0] * n
+        bar_or_end = None
+        if copies:
+            bar_or_end = torch.zeros(self.vocab.size, dtype=torch.bool)
+            bar_or_end[self._bar_ids] = True
+            bar_or_end[EOS_ID] = True
         net = self.net
         window = max(64, net.window)
-        length = min(window, len(cond) + budget + 1)
+        length = min(window, len(cond) + (2 if copies else 1) * budget + 1)
         n_ctrl = len(self.tok.controls_prefix("any", None, list(cfg.tags)))
         if len(cond) >= length:  # a long prompt: keep the controls and its most recent part
             keep = length // 2
@@ -1487,15 +1702,18 @@ class Generator:
         with torch.inference_mode():
             net.reset(len(rows), length)
             logits = net.forward(torch.tensor(rows, dtype=torch.long), 0)
-            for step in range(budget):
-                left = budget - step
+            for step in range(2 * budget + 64 if copies else budget):
                 if logits.device.type != "cpu":
                     logits = logits.cpu()  # masks and the seeded draw live on the CPU
                 if guided:
                     lu = logits[n:]
                     logits = lu + scale * (logits[:n] - lu)
                 masks = []
-                for st in states:
+                for r, st in enumerate(states):
+                    if queue[r]:  # copying: whatever is drawn is replaced
+                        masks.append(g.eos_only)
+                        continue
+                    left = budget - sampled[r]
                     finish = left <= g.finish_needed(st) + 2 * max(len(st.plan) - 1, 0)
                     m = g.mask(st, finish)
                     pm = g.plan_mask(st) if st.plan else None
@@ -1505,6 +1723,8 @@ class Generator:
                         cm = g.chord_tone_mask(st, free_program=min(g.programs) if len(g.programs) > 1 else None)
                         if cm is not None and bool((m & cm).any()):
                             m = m & cm
+                    if need_bar[r] and bool((m & bar_or_end).any()):
+                        m = m & bar_or_end
                     masks.append(m)
                 mask = masks[0].unsqueeze(0) if n == 1 else torch.stack(masks)
                 ends = mask[:, EOS_ID]
@@ -1523,6 +1743,24 @@ class Generator:
                     if st.done:
                         ids[r] = EOS_ID
                         continue
+                    opens = g.vocab.seqs[i][0][0] == BAR
+                    if copies and opens and not queue[r] and st.bar + 1 in copies:  # a section returns
+                        src, size = copies[st.bar + 1]
+                        queue[r] = out[r][bar_at[r][src]:bar_at[r].get(src + size, len(out[r]))]
+                    if queue[r]:
+                        i = ids[r] = queue[r].pop(0)
+                        if g.vocab.seqs[i][0][0] == BAR:
+                            bar_at[r][st.bar + 1] = len(out[r])
+                        g.track(st, g.vocab.seqs[i])
+                        out[r].append(i)
+                        if not queue[r]:  # copied: the chords it brought need no plan
+                            need_bar[r] = True
+                            st.plan = tuple(p for p in st.plan if p[0] > st.bar or p[2] < 0)
+                        continue
+                    if opens:
+                        bar_at[r][st.bar + 1] = len(out[r])
+                        need_bar[r] = False
+                    sampled[r] += 1
                     if not g.advance(st, g.vocab.seqs[i]):  # pragma: no cover - a bug if it happens
                         raise RuntimeError(f"generate: sampled illegal id {i} ({self.tok.id_to_token(i)})")
                     if st.plan and i == st.plan[0][2] and st.bar == st.plan[0][0]:
@@ -1544,6 +1782,49 @@ class Generator:
             if not st.done and stop_after is None:  # pragma: no cover - finishing mode makes this unreachable
                 raise RuntimeError("generate: token budget ran out before the last bar was complete")
         return out
+
+
+def _place(res: "symusic.Score", dec: "symusic.Score", start: int | None, end: int | None, offset: int,
+           chords: list) -> None:
+    """Copy the notes of ``dec`` from tick ``start`` on into ``res`` at ``offset`` (rescaled to
+    ``res``'s resolution; each note into the track of its program, made if missing), cut at
+    ``end`` (a tick of ``res``) when given, and the new chords as markers. A new note that
+    would start while a note of ``res`` of the same pitch and track still sounds is left out:
+    MIDI cannot hold both, and the note already there is kept whole."""
+    import symusic
+
+    if start is None:
+        return
+    scale = res.ticks_per_quarter / dec.ticks_per_quarter
+    held: dict[tuple[bool, int, int], int] = {}  # (drum, program, pitch) → tick its note sounds until
+    for t in res.tracks:
+        for nt in t.notes:
+            if nt.time < offset < nt.time + nt.duration:
+                k = (t.is_drum, t.program, nt.pitch)
+                held[k] = max(held.get(k, 0), nt.time + nt.duration)
+    for tr in dec.tracks:
+        notes = [nt for nt in tr.notes if nt.time >= start]
+        if not notes:
+            continue
+        target = next((t for t in res.tracks if t.is_drum == tr.is_drum
+                       and (tr.is_drum or t.program == tr.program)), None)
+        if target is None:
+            res.tracks.append(symusic.Track(tr.name, program=tr.program, is_drum=tr.is_drum))
+            target = res.tracks[-1]
+        for nt in notes:
+            on = offset + round((nt.time - start) * scale)
+            off = offset + round((nt.time - start + nt.duration) * scale)
+            if end is not None:
+                if on >= end:
+                    continue
+                off = min(off, end)
+            if on < held.get((target.is_drum, target.program, nt.pitch), -1):
+                continue
+            target.notes.append(symusic.Note(on, max(1, off - on), nt.pitch, nt.velocity))
+        target.notes.sort(key=lambda x: (x.time, x.pitch))
+    for tick, name in chords:
+        res.markers.append(symusic.TextMeta(offset + round((tick - start) * scale), name))
+    res.markers.sort(key=lambda m: m.time)
 
 
 def _sample_ids(logits: "torch.Tensor", mask: "torch.Tensor", temperature: float, top_k: int, top_p: float,

@@ -187,6 +187,36 @@ def parse_progression(text: str | Sequence[str], beats_per_bar: float, bars: int
     return out
 
 
+_SECTION = re.compile(r"^\s*([A-Za-z])\s*:(?:\s+(.*))?$", re.S)
+
+
+def split_section_chords(text: str) -> dict[str, str] | None:
+    """Chords given per section of a form, ``"A: C G Am F; B: F G Em Am"`` → ``{"A": "C G Am
+    F", "B": "F G Em Am"}`` (letters upper-cased); None for a plain progression (``"Am F C G"``,
+    ``"Am:2 F:2 C G"``, ``"A:min7"``). A label is one letter, a colon and a space; sections are
+    separated by ``;``.
+
+    Example: ``split_section_chords("A: C G; B: F")  # {'A': 'C G', 'B': 'F'}``
+    """
+    if not isinstance(text, str) or (";" not in text and _SECTION.match(text) is None):
+        return None
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        m = _SECTION.match(part)
+        if m is None:
+            raise BadInputError(f"chords: {part.strip()!r} has no section label; write sections like "
+                                "\"A: C G Am F; B: F G Em Am\"")
+        letter, chords = m.group(1).upper(), (m.group(2) or "").strip()
+        if not chords:
+            raise BadInputError(f"chords: section {letter} has no chords")
+        if letter in out:
+            raise BadInputError(f"chords: section {letter} is given twice")
+        out[letter] = chords
+    return out
+
+
 def key_of_chords(chords: Sequence[Chord]) -> str:
     """The key a progression implies: Krumhansl-Kessler profiles against the chords' tones
     (roots counted twice, the first chord's tones twice more: a progression usually starts on

@@ -11,15 +11,16 @@ once. Routes (JSON in, JSON out):
 ``POST /generate`` new music: ``{"mood", "bars", "key", "tempo", "meter", "seed", "n", ...}``;
                    with ``"prompt"`` (notes) or ``"midi_base64"`` it continues that instead
 ``POST /continue`` continue a prompt (``"prompt"`` notes or ``"midi_base64"`` required)
+``POST /infill``   rewrite bars of a prompt in place: ``{"midi_base64", "bars": [5, 8], ...}``
 =================  =========================================================================
 
-Both POST routes answer ``{"pieces": [{"notes": [...], "midi_base64": "...", "bars", "tempo",
+The POST routes answer ``{"pieces": [{"notes": [...], "midi_base64": "...", "bars", "tempo",
 "meter", "mood", "key", "seed", "length_beats", "duration_s"}, ...], "elapsed_s", "model"}``;
 docs/daw.md lists every field. A bad request gets a 4xx answer ``{"error": "<what is wrong>",
 "status": 400}``; the server keeps serving.
 
 Design: the standard library's ``ThreadingHTTPServer`` (one thread per connection), not a web
-framework. The API is four JSON routes; generation is CPU-bound and runs one request at a time
+framework. The API is five JSON routes; generation is CPU-bound and runs one request at a time
 on the one model, so an async framework would buy nothing, and a dependency-free server is one
 less thing for a DAW user to install. What a framework would otherwise give is written here
 and tested (tests/test_serve.py):
@@ -99,8 +100,9 @@ LOOPBACK_NAMES = {"localhost", "localhost.", "127.0.0.1", "::1"}
 # The JSON fields a POST may carry, and what each must be.
 _GENERATE_FIELDS = {"mood", "valence", "arousal", "bars", "key", "tempo", "meter", "instruments", "n", "seed",
                     "temperature", "guidance", "top_k", "top_p", "tags", "in_key", "leading_tone",
-                    "dynamics", "chords", "include_midi", "include_notes"}
+                    "dynamics", "chords", "form", "vary", "include_midi", "include_notes"}
 _PROMPT_FIELDS = {"prompt", "midi_base64", "context_bars", "include_prompt"}
+_POST_ROUTES = ("/generate", "/continue", "/infill")
 
 
 class RequestError(Exception):
@@ -190,8 +192,27 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
         raise _bad(f"unknown field(s) {', '.join(map(repr, unknown))}; known: "
                    f"{', '.join(sorted(_GENERATE_FIELDS | _PROMPT_FIELDS))}")
     has_prompt = body.get("prompt") is not None or body.get("midi_base64") is not None
-    if route == "/continue" and not has_prompt:
-        raise _bad("/continue needs a prompt: \"prompt\" (a list of notes) or \"midi_base64\" (a MIDI file)")
+    if route in ("/continue", "/infill") and not has_prompt:
+        raise _bad(f"{route} needs a prompt: \"prompt\" (a list of notes) or \"midi_base64\" (a MIDI file)")
+    if route == "/infill":
+        span = body.get("bars")
+        if span is None:
+            raise _bad("/infill needs \"bars\": the first and last bar to rewrite, like [5, 8] or \"5-8\"")
+        if "include_prompt" in body:
+            raise _bad("include_prompt does not apply to /infill: the whole clip always comes back")
+        if not isinstance(span, (list, str, int)) or isinstance(span, bool) or \
+                (isinstance(span, list) and len(span) > 2):
+            raise _bad(f"bars {span!r}: give the first and last bar to rewrite, like [5, 8] or \"5-8\"")
+        from .api import parse_bar_span
+
+        try:
+            span = parse_bar_span(span)
+        except BadInputError as e:
+            raise _bad(str(e)) from None
+        body = {k: v for k, v in body.items() if k != "bars"}
+    for name in ("form", "vary"):
+        if name in body and (has_prompt or route != "/generate"):
+            raise _bad(f"{name} applies to a new piece (POST /generate with no prompt)")
     if not has_prompt:
         extra = sorted(k for k in ("context_bars", "include_prompt") if k in body)
         if extra:
@@ -245,24 +266,34 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
                "include_notes": _bool_field(body, "include_notes", True)}
     chords = _str_field(body, "chords", None, max_len=512)
     if not has_prompt:
+        form = _str_field(body, "form", None, max_len=16)
+        vary = _bool_field(body, "vary", False)
+        from .generate import GenerationConfig
+
+        try:  # the form and chords checked here, not after waiting for the model
+            GenerationConfig(bars=kw["bars"], meter=meter or "4/4", chords=chords, form=form, vary=vary).validate()
+        except BadInputError as e:
+            raise _bad(str(e)) from None
+        kw.update(tempo=tempo, meter=meter or "4/4", chords=chords, form=form, vary=vary)
+        return "generate", kw, options
+    if route == "/infill":
+        kw["bars"] = span
         if chords is not None:
-            from .harmony import parse_progression
-            from .generate import parse_meter
+            from .generate import GenerationConfig
 
             try:
-                num, den = parse_meter(meter or "4/4")
-                parse_progression(chords, 4.0 * num / den, kw["bars"])
+                GenerationConfig(bars=min(span[1] - span[0] + 1, MAX_BARS), chords=chords).validate()
             except BadInputError as e:
                 raise _bad(str(e)) from None
-        kw.update(tempo=tempo, meter=meter or "4/4", chords=chords)
-        return "generate", kw, options
-    if chords is not None:
-        raise _bad("chords apply to a new piece, not to a continuation (yet)")
+        kw["chords"] = chords
+    elif chords is not None:
+        raise _bad("chords apply to a new piece or to bars being rewritten (/infill), not to a continuation")
 
     if body.get("prompt") is not None and body.get("midi_base64") is not None:
         raise _bad("give either \"prompt\" (notes) or \"midi_base64\", not both")
     kw["context_bars"] = _int_field(body, "context_bars", 1, MAX_BARS, 4)
-    kw["include_prompt"] = _bool_field(body, "include_prompt", True)
+    if route != "/infill":
+        kw["include_prompt"] = _bool_field(body, "include_prompt", True)
     if body.get("prompt") is not None:
         notes = body["prompt"]
         if not isinstance(notes, list) or not notes:
@@ -292,7 +323,7 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
             kw["prompt"] = load_score(raw, "midi_base64")  # bytes, never a path
         except MelodiaError as e:
             raise _bad(str(e)) from None
-    return "continue_from", kw, options
+    return ("infill" if route == "/infill" else "continue_from"), kw, options
 
 
 # ============================================================================ the server
@@ -628,12 +659,13 @@ class MelodiaHandler(BaseHTTPRequestHandler):
                 self.send_json(200, {"service": "melodia", "routes": {
                     "GET /health": "server and model status", "GET /moods": "what a request may ask for",
                     "POST /generate": "new music (or a continuation, given a prompt)",
-                    "POST /continue": "continue a prompt"}, "docs": "docs/daw.md"})
-            elif route in ("/generate", "/continue"):
+                    "POST /continue": "continue a prompt",
+                    "POST /infill": "rewrite bars of a prompt"}, "docs": "docs/daw.md"})
+            elif route in _POST_ROUTES:
                 raise RequestError(405, f"{route} takes POST with a JSON body", {"Allow": "POST"})
             else:
                 raise RequestError(404, f"no route {route!r}; try GET /health, GET /moods, POST /generate, "
-                                        "POST /continue")
+                                        "POST /continue, POST /infill")
         except RequestError as e:
             self._fail(e)
         except Exception:  # a bug: log it, tell the client nothing internal
@@ -671,10 +703,10 @@ class MelodiaHandler(BaseHTTPRequestHandler):
         try:
             self._check_host()
             route = self._route()
-            if route not in ("/generate", "/continue"):
+            if route not in _POST_ROUTES:
                 if route in ("/health", "/moods", "/"):
                     raise RequestError(405, f"{route} takes GET", {"Allow": "GET"})
-                raise RequestError(404, f"no route {route!r}; POST goes to /generate or /continue")
+                raise RequestError(404, f"no route {route!r}; POST goes to /generate, /continue or /infill")
             n = self._check_post_headers()
             raw = self._read_body(n)
             try:

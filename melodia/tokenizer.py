@@ -272,6 +272,11 @@ class MelodiaTokenizer:
         return {self.base_size + k: chord_from_token_name(c) for k, c in enumerate(self.controls)
                 if c.startswith("Chord_")}
 
+    def fim_ids(self) -> dict[str, int]:
+        """The fill-in-the-middle markers: ``{"suffix": id, "middle": id}``, {} for a tokenizer
+        made before them. Example: ``tok.fim_ids()["middle"]``."""
+        return {c[4:]: self.control_id(c) for c in self.controls if c.startswith("FIM_")}
+
     # ------------------------------------------------------------------ encode / decode
     def controls_prefix(self, mood: str = "any", key: str | None = None, tags: Sequence[str] = ()) -> list[int]:
         """``[BOS, MOOD_m, KEY_k, TAG_t…]``. Example: ``tok.controls_prefix("sad", "A minor")``."""
@@ -917,7 +922,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
         "key_ids": {("any" if c == "KEY_any" else _key_name(c)): tok.control_id(c) for c in tok.controls if c.startswith("KEY_")},
         "tag_ids": {c[4:]: tok.control_id(c) for c in tok.controls if c.startswith("TAG_")},
         "chord_ids": {c[6:]: tok.control_id(c) for c in tok.controls if c.startswith("Chord_")},
-        "fim_ids": {c[4:]: tok.control_id(c) for c in tok.controls if c.startswith("FIM_")},
+        "fim_ids": tok.fim_ids(),
         "bar_ids": bar_start_ids(tok),
         "shards": shards, "chunks": index_chunks,
         "splits": {s: {"chunks": sum(1 for c in index_chunks if c["split"] == s), "tokens": tokens.get(s, 0)} for s in per_split},

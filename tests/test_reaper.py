@@ -109,6 +109,37 @@ class FakeReaper:
         self._item(take)["name"] = value
         return (1, take, parm, value, set_new)
 
+    # a selected MIDI item and a time selection (the infill mode)
+    def RPR_GetSelectedMediaItem(self, proj, idx):
+        sel = getattr(self, "selected_item", None)
+        return sel if sel else "(MediaItem*)" + NULL
+
+    def RPR_TakeIsMIDI(self, take):
+        return True
+
+    def RPR_GetSet_LoopTimeRange(self, is_set, is_loop, start, end, allow_autoseek):
+        a, b = getattr(self, "time_selection", (0.0, 0.0))
+        return (is_set, is_loop, a, b, allow_autoseek)
+
+    def RPR_GetMediaItemInfo_Value(self, item, parm):
+        it = self._item(item)
+        return {"D_POSITION": it["start"], "D_LENGTH": it["end"] - it["start"]}[parm]
+
+    def RPR_MIDI_CountEvts(self, take, notes, ccs, texts):
+        return (1, take, len(self._item(take)["notes"]), len(self._item(take)["ccs"]), 0)
+
+    def RPR_MIDI_GetNote(self, take, idx, sel, muted, start, end, chan, pitch, vel):
+        s, e, c, p, v = self._item(take)["notes"][idx]
+        return (True, take, idx, False, False, s, e, c, p, v)
+
+    def RPR_MIDI_DeleteNote(self, take, idx):
+        assert self.undo_open == 1, "notes deleted outside the undo block"
+        del self._item(take)["notes"][idx]
+        return True
+
+    def RPR_MIDI_GetProjQNFromPPQPos(self, take, ppq):
+        return self.RPR_TimeMap2_timeToQN(0, self._item(take)["start"]) + ppq / self.PPQ
+
     # UI, state, undo
     def RPR_GetUserInputs(self, title, num, captions, defaults, size):
         assert len(captions.split(",")) >= num and len(defaults.split(",")) == num
@@ -280,3 +311,67 @@ def test_main_when_the_server_is_not_running():
     mod.main(api=fake)
     assert not fake.items
     assert len(fake.messages) == 1 and "melodia serve" in fake.messages[0]
+
+
+def _item_with_clip(fake, start_s, bars=8):
+    """A MIDI item at ``start_s`` holding a clip: a melody note on every beat (channel 0) and a
+    bass note on every downbeat (channel 1), ``bars`` bars of 4/4; it is selected."""
+    qn_per_s = fake.bpm / 60.0
+    fake.items.append({"track": fake.tracks[0], "start": start_s, "end": start_s + bars * 4 / qn_per_s,
+                       "notes": [], "ccs": [], "sorted": True, "name": "clip"})
+    item = "(MediaItem*)0x%016X" % len(fake.items)
+    notes = fake.items[-1]["notes"]
+    for bar in range(bars):
+        notes.append((bar * 4 * fake.PPQ, (bar * 4 + 2) * fake.PPQ, 1, 36 + bar % 5, 70))
+        for beat in range(4):
+            on = (bar * 4 + beat) * fake.PPQ
+            notes.append((on, on + fake.PPQ * 3 // 4, 0, 60 + (bar + beat) % 8, 80))
+    fake.selected_item = item
+    return fake.items[-1]
+
+
+def test_infill_target_and_bar_span():
+    mod = load_script()
+    fake = FakeReaper(bpm=120.0, cursor_s=0.0)
+    assert mod.infill_target(fake) is None  # no item selected: compose at the cursor
+    _item_with_clip(fake, start_s=2.0)  # item from QN 4; a bar is 2 s at 120 qpm
+    assert mod.infill_target(fake) is None  # no time selection
+    fake.time_selection = (2.0 + 8.0, 2.0 + 16.0)  # bars 5-8 of the item
+    t = mod.infill_target(fake)
+    assert t["item_qn"] == 4.0 and t["item_len_qn"] == 32.0 and t["meter"] == "4/4"
+    assert mod.bar_span(t) == (5, 8)
+    fake.time_selection = (2.0 + 8.5, 2.0 + 9.0)  # inside bar 5 only
+    assert mod.bar_span(mod.infill_target(fake)) == (5, 5)
+    fake.time_selection = (0.0, 3.0)  # from before the item into its bar 1
+    assert mod.bar_span(mod.infill_target(fake)) == (1, 1)
+    fake.time_selection = (40.0, 50.0)  # after the item
+    assert mod.infill_target(fake) is None
+
+
+def test_main_rewrites_the_time_selection_of_the_selected_item(server):
+    mod = load_script()
+    fake = FakeReaper(bpm=120.0, cursor_s=0.0, answers="sad,8,,3," + server.url)
+    item = _item_with_clip(fake, start_s=2.0)
+    before = list(item["notes"])
+    fake.time_selection = (2.0 + 8.0, 2.0 + 16.0)  # bars 5-8
+    removed, inserted = mod.main(api=fake)
+    assert not fake.messages, fake.messages
+    assert fake.undo == ["melodia: rewrite bars 5-8 (sad)"] and fake.undo_open == 0
+    assert len(fake.items) == 1  # the item was edited, not a new one made
+    lo, hi = 16 * fake.PPQ, 32 * fake.PPQ
+    assert sorted(n for n in item["notes"] if not lo <= n[0] < hi) == sorted(n for n in before if not lo <= n[0] < hi)
+    assert removed == sum(1 for n in before if lo <= n[0] < hi) and inserted >= 1
+    new = [n for n in item["notes"] if lo <= n[0] < hi]
+    assert len(new) == inserted and all(n[1] <= hi for n in new)
+    assert {n[2] for n in new} <= {0, 1}  # the channels the item uses
+    assert sorted(new) != sorted(n for n in before if lo <= n[0] < hi)
+
+
+def test_infill_of_an_item_with_no_notes_says_so(server):
+    mod = load_script()
+    fake = FakeReaper(bpm=120.0, answers="sad,8,,3," + server.url)
+    item = _item_with_clip(fake, start_s=0.0)
+    item["notes"].clear()
+    fake.time_selection = (0.0, 4.0)
+    mod.main(api=fake)
+    assert len(fake.messages) == 1 and "no notes" in fake.messages[0] and fake.undo_open == 0

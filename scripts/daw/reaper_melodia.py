@@ -1,11 +1,21 @@
-"""melodia for REAPER: new bars in a mood, inserted at the edit cursor.
+"""melodia for REAPER: new bars in a mood at the edit cursor, or bars rewritten in place.
 
-A ReaScript (Python). It asks a running ``melodia serve`` (default http://127.0.0.1:8765) for
-N bars in the mood you choose, at the project's tempo and time signature at the edit cursor,
-and inserts the notes as a new MIDI item starting at the edit cursor on the selected track
-(or on a new track named "melodia" when none is selected). Notes are placed in quarter notes
-(REAPER's QN), so the item follows the project tempo map. Each instrument gets its own MIDI
-channel (drums channel 10) with a program change at the item start. One undo step.
+A ReaScript (Python) that talks to a running ``melodia serve`` (default http://127.0.0.1:8765).
+It does one of two things:
+
+* **Compose** (no MIDI item selected, or no time selection over it): N bars in the mood you
+  choose, at the project's tempo and time signature at the edit cursor, inserted as a new MIDI
+  item at the edit cursor on the selected track (or on a new track named "melodia" when none is
+  selected). Each instrument gets its own MIDI channel (drums channel 10) with a program change
+  at the item start.
+* **Rewrite the time selection** (a MIDI item selected and a time selection over it): the bars
+  the time selection touches, counted from the item's start, are written anew by the server's
+  ``/infill``, which reads the bars on both sides. The notes that start in those bars are
+  replaced; every other note of the item stays exactly as it was. A note's channel is its
+  instrument (channel 10 = drums); new notes keep to the channels the item uses.
+
+Notes are placed in quarter notes (REAPER's QN), so they follow the project tempo map. One undo
+step either way.
 
 Setup (docs/daw.md): start the server (``melodia serve``), enable Python in REAPER
 (Options > Preferences > Plug-ins > ReaScript), then Actions > Show action list > New action >
@@ -90,14 +100,14 @@ def parse_settings(csv_text):
     return out
 
 
-def ask_settings(api):
+def ask_settings(api, title="melodia: compose at the edit cursor"):
     """Show the dialog (pre-filled with the last answers); None if the user cancels."""
     last = ""
     if hasattr(api, "RPR_GetExtState"):
         last = api.RPR_GetExtState(EXT_SECTION, "last") or ""
     defaults = last if last.count(",") == len(FIELDS) - 1 else ",".join(DEFAULTS)
     captions = ",".join(CAPTIONS) + ",extrawidth=120"
-    result = api.RPR_GetUserInputs("melodia: compose at the edit cursor", len(FIELDS), captions, defaults, 1024)
+    result = api.RPR_GetUserInputs(title, len(FIELDS), captions, defaults, 1024)
     ok, answers = result[0], result[4]
     if not ok:
         return None
@@ -229,6 +239,115 @@ def item_name(settings, piece):
     return " ".join(bits)
 
 
+# ----------------------------------------------------------------------------- rewriting bars
+def infill_target(api):
+    """The selected MIDI item and the time selection over it, or None (then the script composes).
+
+    Returns ``{"item", "take", "item_qn", "item_len_qn", "sel_qn": (start, end), "tempo", "meter"}``.
+    """
+    if not hasattr(api, "RPR_GetSelectedMediaItem"):
+        return None
+    item = api.RPR_GetSelectedMediaItem(0, 0)
+    if is_null(item):
+        return None
+    take = api.RPR_GetActiveTake(item)
+    if is_null(take) or not api.RPR_TakeIsMIDI(take):
+        return None
+    sel = api.RPR_GetSet_LoopTimeRange(False, False, 0.0, 0.0, False)
+    sel_start, sel_end = float(sel[2]), float(sel[3])
+    pos = float(api.RPR_GetMediaItemInfo_Value(item, "D_POSITION"))
+    length = float(api.RPR_GetMediaItemInfo_Value(item, "D_LENGTH"))
+    if sel_end <= sel_start or sel_end <= pos or sel_start >= pos + length:
+        return None  # no time selection over the item
+    _proj, _time, num, den, tempo = api.RPR_TimeMap_GetTimeSigAtTime(0, pos, 0, 0, 0)
+    item_qn = float(api.RPR_TimeMap2_timeToQN(0, pos))
+    return {"item": item, "take": take, "item_qn": item_qn,
+            "item_len_qn": float(api.RPR_TimeMap2_timeToQN(0, pos + length)) - item_qn,
+            "sel_qn": (float(api.RPR_TimeMap2_timeToQN(0, max(sel_start, pos))),
+                       float(api.RPR_TimeMap2_timeToQN(0, min(sel_end, pos + length)))),
+            "tempo": float(tempo), "meter": "%d/%d" % (int(num), int(den))}
+
+
+def read_notes(api, take, item_qn):
+    """The take's notes as the server's note dicts (beats from the item start; program = the
+    channel, channel 10 = drums), with their REAPER indices."""
+    counts = api.RPR_MIDI_CountEvts(take, 0, 0, 0)
+    n_notes = int(counts[2]) if isinstance(counts, (tuple, list)) else int(counts)
+    notes = []
+    for i in range(n_notes):
+        r = api.RPR_MIDI_GetNote(take, i, 0, 0, 0, 0, 0, 0, 0)
+        start_ppq, end_ppq, chan, pitch, vel = float(r[5]), float(r[6]), int(r[7]), int(r[8]), int(r[9])
+        on = float(api.RPR_MIDI_GetProjQNFromPPQPos(take, start_ppq)) - item_qn
+        off = float(api.RPR_MIDI_GetProjQNFromPPQPos(take, end_ppq)) - item_qn
+        if on < 0 or off <= on:
+            continue  # before the item's start (a trimmed item) or empty
+        notes.append({"index": i, "pitch": pitch, "start_beat": round(on, 6), "duration_beats": round(off - on, 6),
+                      "velocity": max(1, vel), "program": -1 if chan == 9 else chan})
+    return notes
+
+
+def bar_span(target):
+    """(first, last) bar, counted from 1 at the item's start, that the time selection touches."""
+    num, den = (int(x) for x in target["meter"].split("/"))
+    bar_qn = 4.0 * num / den
+    a, b = target["sel_qn"]
+    first = int((a - target["item_qn"]) // bar_qn + 1e-9) + 1
+    last = max(first, int(-(-(b - target["item_qn"] - 1e-9) // bar_qn)))
+    return first, last
+
+
+def build_infill_request(settings, target, notes, span):
+    """The POST /infill body: the item's notes, its tempo and meter, and the bars to rewrite."""
+    body = {"prompt": [{k: n[k] for k in ("pitch", "start_beat", "duration_beats", "velocity", "program")}
+                       for n in notes],
+            "tempo": min(400.0, max(20.0, round(target["tempo"], 2))), "meter": target["meter"],
+            "bars": [span[0], span[1]], "mood": settings["mood"], "n": 1, "include_midi": False}
+    if settings.get("key"):
+        body["key"] = settings["key"]
+    if settings.get("seed") is not None:
+        body["seed"] = settings["seed"]
+    return body
+
+
+def run_infill(api, settings, target, urlopen=urllib.request.urlopen):
+    """Rewrite the bars under the time selection of the selected item. Returns the count of
+    (removed, inserted) notes. Raises MelodiaScriptError."""
+    take, item_qn = target["take"], target["item_qn"]
+    notes = read_notes(api, take, item_qn)
+    if not notes:
+        raise MelodiaScriptError("The selected item has no notes to keep around the bars to rewrite.")
+    span = bar_span(target)
+    num, den = (int(x) for x in target["meter"].split("/"))
+    bar_qn = 4.0 * num / den
+    lo, hi = (span[0] - 1) * bar_qn, span[1] * bar_qn
+    answer = http_json(settings["server"] + "/infill", build_infill_request(settings, target, notes, span),
+                       urlopen=urlopen)
+    pieces = answer.get("pieces") or []
+    if not pieces:
+        raise MelodiaScriptError("The melodia server sent nothing back.")
+    new = [n for n in pieces[0].get("notes") or [] if lo - 1e-6 <= n["start_beat"] < hi - 1e-6]
+    old = [n for n in notes if lo - 1e-6 <= n["start_beat"] < hi - 1e-6]
+
+    def ppq(qn):
+        return float(api.RPR_MIDI_GetPPQPosFromProjQN(take, qn))
+
+    api.RPR_Undo_BeginBlock()
+    try:
+        for n in sorted(old, key=lambda n: -n["index"]):  # from the last: indices stay valid
+            api.RPR_MIDI_DeleteNote(take, n["index"])
+        for n in new:
+            on = item_qn + float(n["start_beat"])
+            off = on + float(n["duration_beats"])
+            chan = 9 if n.get("program", 0) == -1 else min(15, max(0, int(n.get("program", 0))))
+            api.RPR_MIDI_InsertNote(take, False, False, ppq(on), ppq(off), chan, int(n["pitch"]),
+                                    int(n.get("velocity", 90)), True)
+        api.RPR_MIDI_Sort(take)
+    finally:
+        api.RPR_Undo_EndBlock("melodia: rewrite bars %d-%d (%s)" % (span[0], span[1], settings["mood"]), -1)
+        api.RPR_UpdateArrange()
+    return len(old), len(new)
+
+
 # ----------------------------------------------------------------------------- main
 def run(api, settings, urlopen=urllib.request.urlopen):
     """Ask the server and insert the result; returns the new item. Raises MelodiaScriptError."""
@@ -256,6 +375,13 @@ def main(api=None, urlopen=urllib.request.urlopen):
         print("reaper_melodia.py is a REAPER script: load it with Actions > Load ReaScript... (see docs/daw.md)")
         return None
     try:
+        target = infill_target(api)
+        if target is not None:
+            first, last = bar_span(target)
+            settings = ask_settings(api, "melodia: rewrite bars %d-%d of the selected item" % (first, last))
+            if settings is None:
+                return None
+            return run_infill(api, settings, target, urlopen=urlopen)
         settings = ask_settings(api)
         if settings is None:
             return None
