@@ -677,9 +677,9 @@ class Composer:
         out = []
         for s in scores:
             if sections:  # a repeated last section may hold notes past the end: cut there
-                from .generate import clip_to_bars
+                from .generate import clip_to_bars, unify_sections
 
-                s = clip_to_bars(s, bars)
+                s = unify_sections(_midi_safe(clip_to_bars(s, bars)), sections, vary)  # cuts first, then unified
             if tempo is not None:  # the model saw the nearest tempo token; the piece gets the exact tempo
                 import symusic
 

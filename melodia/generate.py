@@ -848,6 +848,10 @@ class GenerationConfig:
     * scale: ``in_key`` (default True) keeps pitched notes in the key's scale, natural minor
       for a minor key; ``leading_tone=True`` also lets a minor key use its raised 7th (G♯ in
       A minor: harmonic minor's major V chord). ``in_key=False``: any pitch.
+    * harmony and form: ``chords`` (``"Am F C G"``, a chord a bar, cycled; ``"Am:2 F:2 …"``;
+      with a form, per letter: ``"A: C G Am F; B: F G Em Am"``), ``chord_tones``,
+      ``tonic_frame``; ``form`` (``"AABA"``: equal sections, a returning letter repeats its
+      first section's notes) and ``vary`` (a return's last bar written anew).
 
     Example:
         >>> cfg = GenerationConfig(bars=16, mood="happy", key="G major", tempo=120, n=4, seed=7)
@@ -1090,6 +1094,50 @@ def clip_to_bars(score: "symusic.Score", bars: int) -> "symusic.Score":
         tr.notes.clear()
         for nt in kept:
             tr.notes.append(nt)
+    return out
+
+
+def unify_sections(score: "symusic.Score", sections: Sequence[tuple], vary: bool = False) -> "symusic.Score":
+    """Make every return of a form's section hold exactly its first section's notes.
+
+    The sampler copies a returning section's ids, so its notes are the same; but a note held
+    into the next section is cut where that section repeats its pitch on its track (a MIDI
+    file cannot overlap them, see :class:`melodia.api.Piece`; make those cuts before this) or
+    where the piece ends, and what follows differs from one occurrence to the next. Here each note of a section's copied
+    bars (all, or all but the last with ``vary``) gets the shortest length it has in any
+    occurrence of its letter, so every occurrence is note for note the same. ``sections`` as
+    :meth:`GenerationConfig.sections`. Returns a changed copy (or ``score`` with no form).
+
+    Example: ``score = unify_sections(score, cfg.sections(), cfg.vary)``
+    """
+    from .harmony import bar_lines
+
+    if not any(src is not None for *_, src in sections):
+        return score
+    out = score.copy()
+    tpq = out.ticks_per_quarter
+    lines = [int(round(b * tpq)) for b in bar_lines(out)]
+    bar_len = lines[1] - lines[0] if len(lines) > 1 else 4 * tpq
+    groups: dict[str, list[int]] = {}
+    for letter, first, size, _ in sections:
+        groups.setdefault(letter, []).append(first)
+    size = sections[0][2]
+    copied = size - int(vary)
+    for letter, firsts in groups.items():
+        if len(firsts) < 2 or copied < 1:
+            continue
+        found: dict[tuple, list] = {}
+        for k, first in enumerate(firsts):
+            lo, hi = first * bar_len, (first + copied) * bar_len
+            for ti, tr in enumerate(out.tracks):
+                for nt in tr.notes:
+                    if lo <= nt.time < hi:
+                        found.setdefault((ti, nt.time - lo, nt.pitch), [None] * len(firsts))[k] = nt
+        for notes in found.values():
+            if all(nt is not None for nt in notes):
+                shortest = min(nt.duration for nt in notes)
+                for nt in notes:
+                    nt.duration = shortest
     return out
 
 

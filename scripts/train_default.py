@@ -33,6 +33,8 @@ Stages (``--stages``, default all, in this order; each reads what the one before
 * ``metre``    — 16 samples × 4 moods × 16 bars against 64 real 16-bar POP909 excerpts cut at
                  downbeats: onsets on a sixteenth and on a beat, bar-to-bar rhythm repetition,
                  bass on the downbeat, beats holding a chord, chord-tone share (for the card)
+* ``controls`` — the controls a user asks for (``scripts/measure_controls.py``): chord-tone
+                 share with chords asked for, form repeats, infill, velocity per mood (for the card)
 * ``export``   — weights in bfloat16, tokenizer.json, melodia.json and MODEL_CARD.md into
                  ``melodia/weights/default/`` (≤ 16 MB)
 
@@ -60,7 +62,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-STAGES = ("corpus", "tokenize", "pretrain", "normalise", "train", "baseline", "compare", "moods", "metre", "export")
+STAGES = ("corpus", "tokenize", "pretrain", "normalise", "train", "baseline", "compare", "moods", "metre", "controls",
+          "export")
 DEFAULT_OUT = ROOT / "melodia" / "weights" / "default"
 STEPS = 750
 
@@ -304,6 +307,20 @@ def mood_table_md(res: dict) -> str:
     return "\n".join(lines)
 
 
+def stage_controls(a) -> None:
+    """Chords, form, infill and dynamics as a user asks for them (scripts/measure_controls.py)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import torch
+    from measure_controls import controls_md, measure
+
+    from melodia import Composer
+
+    torch.set_num_threads(a.threads)
+    figs = measure(Composer.load(a.metre_model or a.work / "run" / "model"), n=8, seed=a.seed + 1)
+    (a.work / "controls.json").write_text(json.dumps(figs, indent=1))
+    print(controls_md(figs))
+
+
 def stage_export(a) -> None:
     import shutil
 
@@ -405,6 +422,11 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
                   f" {val10:.3f} nats/token" if val10 is not None else "")
     metre = meta["default_model"].get("metre")
     metre_md = metre_table_md(metre) if metre else "_Not measured._"
+    controls = json.loads((a.work / "controls.json").read_text()) if (a.work / "controls.json").exists() else None
+    if controls:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from measure_controls import controls_md
+    controls_section = controls_md(controls) if controls else "_Not measured._"
     ma = (metre or {}).get("mood_agreement")
     agree_md = (f"\nThe mood estimator reads {ma['all']:.0%} of these 64 samples as the mood asked for "
                 f"(happy {ma['happy']}, tense {ma['tense']}, sad {ma['sad']}, calm {ma['calm']} of 16).\n") if ma else ""
@@ -474,6 +496,10 @@ tokens; the excerpts' annotated chords); melody = program 0, accompaniment = pro
 for each set of 32 (with 32 samples a share moves by about ±8 points between seed sets):
 
 {mood_table_md(moods) if moods else '_Not measured._'}
+
+## Controls asked for (measured by the script)
+
+{controls_section}
 
 ## Listening check
 

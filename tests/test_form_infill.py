@@ -79,11 +79,8 @@ def test_form_aaba_repeats_a_and_b_differs(composer):
         assert max(n.end_beat for n in p.notes) <= 64.0 + 1e-9  # the last A's held notes are cut at the end
         a = _bars_of(p, 1, 4)
         assert a, "section A is empty"
-        for start in (5, 13):
-            assert _bars_of(p, start, 3) == _bars_of(p, 1, 3)
-            # its last bar: the same notes; one held into the next section may end sooner, where
-            # that section repeats its pitch (a MIDI file cannot overlap them) or the piece ends
-            assert [x[:2] for x in _bars_of(p, start, 4)] == [x[:2] for x in a]
+        for start in (5, 13):  # every A note for note (a note held out of an A ends where it ends in all)
+            assert _bars_of(p, start, 4) == a
         assert _bars_of(p, 9, 4) != a
     assert _bars_of(pieces[0], 1, 4) != _bars_of(pieces[1], 1, 4)  # two variations, two tunes
 
