@@ -305,22 +305,38 @@ def render_wav(score: "ScoreLike", path: str | os.PathLike,
     Example:
         >>> render_wav("song.mid", "song.wav")
     """
-    import numpy as np
-
     path = Path(path)
     _check_target(path, force)
     audio = render_audio(score, soundfont=soundfont, sample_rate=sample_rate)
     with atomic_write(path, "wb", force=force) as f:
-        with wave.open(f, "wb") as w:
-            w.setnchannels(audio.shape[1])
-            w.setsampwidth(2)
-            w.setframerate(sample_rate)
-            w.setnframes(len(audio))
-            step = 1 << 18
-            for i in range(0, len(audio), step):
-                block = np.clip(np.round(audio[i:i + step] * 32767.0), -32767, 32767)
-                w.writeframes(block.astype("<i2").tobytes())
+        _write_wav(f, audio, sample_rate)
     return path
+
+
+def wav_bytes(score: "ScoreLike", soundfont: str | os.PathLike | None = None, sample_rate: int = 44100) -> bytes:
+    """``score`` rendered (see :func:`render_audio`) as the bytes of a 16-bit PCM WAV file.
+
+    Example: ``data = wav_bytes(piece.to_score(), sample_rate=22050)``
+    """
+    import io
+
+    buf = io.BytesIO()
+    _write_wav(buf, render_audio(score, soundfont=soundfont, sample_rate=sample_rate), sample_rate)
+    return buf.getvalue()
+
+
+def _write_wav(f, audio: "np.ndarray", sample_rate: int) -> None:
+    import numpy as np
+
+    with wave.open(f, "wb") as w:
+        w.setnchannels(audio.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.setnframes(len(audio))
+        step = 1 << 18
+        for i in range(0, len(audio), step):
+            block = np.clip(np.round(audio[i:i + step] * 32767.0), -32767, 32767)
+            w.writeframes(block.astype("<i2").tobytes())
 
 
 # ----------------------------------------------------------------------------- MusicXML
@@ -360,8 +376,16 @@ def render_musicxml(score: "ScoreLike", path: str | os.PathLike, force: bool = T
     if FORMATS.get(ext) != "musicxml":
         raise BadInputError(f"{path}: a MusicXML file must end in .musicxml, .xml or .mxl")
     _check_target(path, force)
+    write_bytes(path, musicxml_bytes(score, title=title, compressed=ext == ".mxl"), force=force)
+    return path
+
+
+def musicxml_bytes(score: "ScoreLike", title: str | None = None, compressed: bool = False) -> bytes:
+    """``score`` as MusicXML bytes (``compressed``: an ``.mxl`` archive), as
+    :func:`render_musicxml` writes them. Example: ``xml = musicxml_bytes(piece.to_score())``"""
     label = _label(score)
     score = load_score(score, label)
+    ext = ".mxl" if compressed else ".musicxml"
     try:
         from music21 import metadata
         from music21.musicxml.m21ToXml import GeneralObjectExporter
@@ -384,8 +408,7 @@ def render_musicxml(score: "ScoreLike", path: str | os.PathLike, force: bool = T
     except Exception as e:
         raise MelodiaError(f"{label}: music21 could not make MusicXML "
                            f"({type(e).__name__}: {e})") from None
-    write_bytes(path, data, force=force)
-    return path
+    return data
 
 
 # ----------------------------------------------------------------------------- piano roll

@@ -12,15 +12,19 @@ once. Routes (JSON in, JSON out):
                    with ``"prompt"`` (notes) or ``"midi_base64"`` it continues that instead
 ``POST /continue`` continue a prompt (``"prompt"`` notes or ``"midi_base64"`` required)
 ``POST /infill``   rewrite bars of a prompt in place: ``{"midi_base64", "bars": [5, 8], ...}``
+``POST /render``   a piece's MIDI as audio or notation: ``{"midi_base64", "format": "wav" |
+                   "musicxml", "sample_rate"}`` → ``{"format", "mime", "base64", "bytes"}``
+``GET /``          the composing page (one self-contained HTML file that uses only the routes
+                   above); ``GET /api`` lists the routes as JSON
 =================  =========================================================================
 
-The POST routes answer ``{"pieces": [{"notes": [...], "midi_base64": "...", "bars", "tempo",
+The composing routes answer ``{"pieces": [{"notes": [...], "midi_base64": "...", "bars", "tempo",
 "meter", "mood", "key", "seed", "length_beats", "duration_s"}, ...], "elapsed_s", "model"}``;
 docs/daw.md lists every field. A bad request gets a 4xx answer ``{"error": "<what is wrong>",
 "status": 400}``; the server keeps serving.
 
 Design: the standard library's ``ThreadingHTTPServer`` (one thread per connection), not a web
-framework. The API is five JSON routes; generation is CPU-bound and runs one request at a time
+framework. The API is a handful of JSON routes and one static page; generation is CPU-bound and runs one request at a time
 on the one model, so an async framework would buy nothing, and a dependency-free server is one
 less thing for a DAW user to install. What a framework would otherwise give is written here
 and tested (tests/test_serve.py):
@@ -102,7 +106,49 @@ _GENERATE_FIELDS = {"mood", "valence", "arousal", "bars", "key", "tempo", "meter
                     "temperature", "guidance", "top_k", "top_p", "tags", "in_key", "leading_tone",
                     "dynamics", "chords", "form", "vary", "include_midi", "include_notes"}
 _PROMPT_FIELDS = {"prompt", "midi_base64", "context_bars", "include_prompt"}
-_POST_ROUTES = ("/generate", "/continue", "/infill")
+_POST_ROUTES = ("/generate", "/continue", "/infill", "/render")
+_GET_ROUTES = ("/", "/api", "/health", "/moods")
+MAX_RENDERS = 2                 # audio / MusicXML renders at once (CPU-bound, outside the model lock)
+#: what the composing page may load: itself, its own inline script and style, and the media it
+#: makes from the server's answers; nothing from anywhere else
+PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' blob:; "
+            "media-src blob: data:; img-src blob: data:; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
+_RENDER_FIELDS = {"midi_base64", "format", "sample_rate"}
+
+
+def page_bytes() -> bytes:
+    """The composing page ``GET /`` answers (``melodia/web/index.html``, shipped in the wheel).
+
+    Example: ``len(page_bytes())  # ~25 kB``
+    """
+    from importlib.resources import files
+
+    return files("melodia").joinpath("web", "index.html").read_bytes()
+
+
+def parse_render(body: Any) -> tuple[bytes, str, int]:
+    """Check a ``POST /render`` body: ``(midi bytes, "wav" | "musicxml", sample rate)``.
+
+    Example: ``parse_render({"midi_base64": b64, "format": "wav"})[1]  # 'wav'``
+    """
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object, like {\"midi_base64\": \"...\", \"format\": \"wav\"}")
+    unknown = sorted(set(body) - _RENDER_FIELDS)
+    if unknown:
+        raise _bad(f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(_RENDER_FIELDS))}")
+    fmt = _str_field(body, "format", "wav", max_len=16)
+    if fmt not in ("wav", "musicxml"):
+        raise _bad(f"format {fmt!r}: use \"wav\" or \"musicxml\"")
+    rate = _int_field(body, "sample_rate", 8000, 48000, 44100)
+    data = body.get("midi_base64")
+    if not isinstance(data, str) or not data.strip():
+        raise _bad("/render needs \"midi_base64\": a MIDI file, base64-encoded (a piece's midi_base64)")
+    try:
+        raw = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("midi_base64 is not valid base64") from None
+    return raw, fmt, rate
 
 
 class RequestError(Exception):
@@ -362,6 +408,8 @@ class MelodiaServer(ThreadingHTTPServer):
         self._handlers: set[threading.Thread] = set()
         self._watchdog: threading.Thread | None = None
         self._closed = threading.Event()
+        self.renders = threading.BoundedSemaphore(MAX_RENDERS)
+        self.page = page_bytes()  # read once: GET / answers from memory
         super().__init__(address, MelodiaHandler)
 
     # ---- a request must arrive within read_deadline of connecting
@@ -555,6 +603,51 @@ class MelodiaHandler(BaseHTTPRequestHandler):
         if self._body_pending:
             self._drain()
 
+    def send_page(self) -> None:
+        """Answer the composing page (HTML, from memory) and close the connection."""
+        data = self.server.page
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Content-Security-Policy", PAGE_CSP)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if getattr(self, "command", None) != "HEAD":
+                self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def _render(self, body: Any) -> None:
+        """``POST /render``: a MIDI file (base64) → ``{"format", "mime", "base64", "bytes"}``."""
+        from .midifile import load_score
+        from .render import musicxml_bytes, wav_bytes
+
+        raw, fmt, rate = parse_render(body)
+        try:
+            score = load_score(raw, "midi_base64")
+        except MelodiaError as e:
+            raise _bad(str(e)) from None
+        if not self.server.renders.acquire(timeout=self.server.queue_timeout):
+            raise RequestError(503, "server busy rendering; try again", {"Retry-After": "2"})
+        try:
+            t0 = time.perf_counter()
+            try:
+                data = wav_bytes(score, sample_rate=rate) if fmt == "wav" else musicxml_bytes(score)
+            except MelodiaError as e:
+                raise _bad(str(e)) from None
+            elapsed = time.perf_counter() - t0
+        finally:
+            self.server.renders.release()
+        mime = "audio/wav" if fmt == "wav" else "application/vnd.recordare.musicxml+xml"
+        self.send_json(200, {"format": fmt, "mime": mime, "bytes": len(data),
+                             "base64": base64.b64encode(data).decode("ascii"), "elapsed_s": round(elapsed, 3)})
+
     def _drain(self) -> None:
         """After refusing a POST whose body was not read: read and drop up to 4 MiB of it for at
         most 2 s, so a client that sends its whole body before reading (urllib, requests) sees
@@ -656,16 +749,20 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             elif route == "/moods":
                 self.send_json(200, self._moods())
             elif route == "/":
+                self.send_page()
+            elif route == "/api":
                 self.send_json(200, {"service": "melodia", "routes": {
                     "GET /health": "server and model status", "GET /moods": "what a request may ask for",
                     "POST /generate": "new music (or a continuation, given a prompt)",
                     "POST /continue": "continue a prompt",
-                    "POST /infill": "rewrite bars of a prompt"}, "docs": "docs/daw.md"})
+                    "POST /infill": "rewrite bars of a prompt",
+                    "POST /render": "a piece's MIDI as WAV audio or MusicXML",
+                    "GET /": "the composing page"}, "docs": "docs/daw.md"})
             elif route in _POST_ROUTES:
                 raise RequestError(405, f"{route} takes POST with a JSON body", {"Allow": "POST"})
             else:
-                raise RequestError(404, f"no route {route!r}; try GET /health, GET /moods, POST /generate, "
-                                        "POST /continue, POST /infill")
+                raise RequestError(404, f"no route {route!r}; try GET /, GET /api, GET /health, GET /moods, "
+                                        "POST /generate, POST /continue, POST /infill, POST /render")
         except RequestError as e:
             self._fail(e)
         except Exception:  # a bug: log it, tell the client nothing internal
@@ -704,15 +801,17 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             self._check_host()
             route = self._route()
             if route not in _POST_ROUTES:
-                if route in ("/health", "/moods", "/"):
+                if route in _GET_ROUTES:
                     raise RequestError(405, f"{route} takes GET", {"Allow": "GET"})
-                raise RequestError(404, f"no route {route!r}; POST goes to /generate, /continue or /infill")
+                raise RequestError(404, f"no route {route!r}; POST goes to /generate, /continue, /infill or /render")
             n = self._check_post_headers()
             raw = self._read_body(n)
             try:
                 body = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise _bad(f"the body is not valid JSON ({str(e)[:120]})") from None
+            if route == "/render":
+                return self._render(body)
             method, kwargs, options = parse_request(body, self.server.composer, route)
             t0 = time.perf_counter()
             try:

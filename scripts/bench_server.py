@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Server latency: ``--requests`` (20) POST /generate requests for ``--bars`` (8) bars, one at a
-time, against ``melodia serve``; prints every latency and the median.
+time, against ``melodia serve``; prints every latency and the median. First it times
+``--page-requests`` (50) GET / (the composing page; target 50 ms, at most 200 kB) against GET
+/health in the same process.
 
 The acceptance target is a median of at most 1 s with the shipped default model on 2 CPU cores.
 By default the script starts the server in this process on a free port (loopback), with the
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cores", type=int, default=0, help="pin this process to the first N CPU cores (Linux)")
     p.add_argument("--no-warmup", action="store_true", help="do not warm the in-process server up")
     p.add_argument("--target", type=float, default=1.0, help="median latency target in seconds")
+    p.add_argument("--page-requests", type=int, default=50, help="GET / requests (the composing page; 0: none)")
+    p.add_argument("--page-target", type=float, default=50.0, help="GET / median target in milliseconds")
     args = p.parse_args(argv)
 
     if args.cores:
@@ -99,6 +103,24 @@ def main(argv: list[str] | None = None) -> int:
         base = server.url
     print(f"bench_server: {args.requests} x POST /generate, {args.bars} bars, n={args.n}; {desc}; "
           f"{cores} CPU core(s) available")
+
+    # the composing page: GET / against GET /health (the smallest JSON answer) as the baseline
+    page_ms, health_ms, size = [], [], 0
+    for _ in range(args.page_requests):
+        for route, out in (("/", page_ms), ("/health", health_ms)):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(base + route, timeout=10) as r:
+                body = r.read()
+            out.append((time.perf_counter() - t0) * 1000)
+            if route == "/":
+                size = len(body)
+    page_ok = True
+    if page_ms:
+        pm, hm = statistics.median(page_ms), statistics.median(health_ms)
+        page_ok = pm <= args.page_target and size <= 200_000
+        print(f"GET /: {size:,} bytes; median {pm:.2f} ms, max {max(page_ms):.2f} ms over {len(page_ms)} requests "
+              f"(GET /health: median {hm:.2f} ms; ratio {pm / hm:.2f}); target {args.page_target:g} ms and "
+              f"200 kB: {'PASS' if page_ok else 'FAIL'}")
 
     latencies, gen_times, notes = [], [], []
     for i in range(args.requests):
@@ -128,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         # let the server thread drop its references (the model's tensors) before the interpreter
         # exits: a daemon thread freeing torch tensors during shutdown aborts the process
         thread.join(10)
-    return 0 if ok else 1
+    return 0 if ok and page_ok else 1
 
 
 if __name__ == "__main__":

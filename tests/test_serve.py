@@ -99,8 +99,55 @@ def test_health_and_moods(server):
     assert m["moods"] == ["happy", "tense", "sad", "calm"]
     assert m["aliases"]["melancholic"] == "sad" and m["valence_arousal"]["tense"] == [-0.5, 0.5]
     assert "4/4" in m["meters"] and "F major" in m["keys"] and m["instruments"]["piano"] == 0
-    st, idx = call(server.url, "/")
-    assert st == 200 and "POST /generate" in idx["routes"]
+    st, idx = call(server.url, "/api")
+    assert st == 200 and "POST /generate" in idx["routes"] and "GET /" in idx["routes"]
+
+
+def test_the_page_is_one_offline_file(server):
+    """GET / is the composing page: HTML, small, served from memory, loading nothing from
+    elsewhere (its CSP forbids it too), and using only the server's own routes."""
+    import re
+
+    with urllib.request.urlopen(server.url + "/", timeout=10) as r:
+        page = r.read()
+        assert r.status == 200 and r.headers["Content-Type"] == "text/html; charset=utf-8"
+        csp = r.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert len(page) <= 200_000
+    text = page.decode("utf-8")
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text), "the page loads something from elsewhere"
+    assert not re.search(r"https?://", text)
+    assert "@import" not in text and "<link" not in text
+    routes = set(re.findall(r"api\(\s*[\"'](/[a-z]+)", text)) | set(re.findall(r"run\(\s*[\"'](/[a-z]+)", text))
+    assert routes == {"/moods", "/health", "/generate", "/continue", "/infill", "/render"}, routes
+
+
+def test_render_route(server, composer):
+    from melodia import Piece
+
+    piece = composer.generate(mood="calm", bars=2, seed=1)[0]
+    b64 = base64.b64encode(piece.to_midi_bytes()).decode()
+    st, r = call(server.url, "/render", {"midi_base64": b64, "format": "wav", "sample_rate": 22050})
+    assert st == 200 and r["format"] == "wav" and r["mime"] == "audio/wav"
+    import io
+    import wave as wavmod
+
+    with wavmod.open(io.BytesIO(base64.b64decode(r["base64"]))) as w:
+        assert w.getframerate() == 22050 and w.getnchannels() == 2
+        seconds = w.getnframes() / w.getframerate()
+    assert piece.duration_s * 0.9 <= seconds <= piece.duration_s + 3.0
+    st, r = call(server.url, "/render", {"midi_base64": b64, "format": "musicxml"})
+    assert st == 200 and r["mime"].startswith("application/vnd.recordare.musicxml")
+    xml = base64.b64decode(r["base64"]).decode("utf-8")
+    assert "<score-partwise" in xml and xml.count("<note") >= len({(n.start_beat, n.pitch) for n in piece.notes}) // 2
+    for body, match in [({"format": "wav"}, "needs \"midi_base64\""),
+                        ({"midi_base64": b64, "format": "mp3"}, "format 'mp3'"),
+                        ({"midi_base64": "%%%", "format": "wav"}, "not valid base64"),
+                        ({"midi_base64": base64.b64encode(b"not midi").decode()}, "midi_base64"),
+                        ({"midi_base64": b64, "sample_rate": 100}, "sample_rate"),
+                        ({"midi_base64": b64, "path": "/etc/passwd"}, "unknown field")]:
+        st, r = call(server.url, "/render", body)
+        assert st == 400 and match in r["error"], (body, r)
 
 
 def test_generate_round_trip(server, composer):
