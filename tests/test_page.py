@@ -171,9 +171,30 @@ def test_compose_in_the_browser(page_server, browser, tmp_path):
     assert [(n.pitch, n.start_beat, n.duration_beats) for n in filled.notes if n.start_beat < 16] == first
     assert filled.bars == 8
 
+    # continue it by 2 bars: the first 8 bars kept, 10 in all
+    more = newest.find_element(By.CSS_SELECTOR, "input.more")
+    more.clear()
+    more.send_keys("2")
+    newest.find_element(By.CSS_SELECTOR, "button.continue").click()
+    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".piece")) == 3, what="the continuation")
+    longer = Piece.from_midi(_download(browser, browser.find_elements(By.CSS_SELECTOR, ".piece")[0]
+                                       .find_element(By.CSS_SELECTOR, "a.mid")))
+    assert longer.bars == 10
+    assert [(n.pitch, n.start_beat) for n in longer.notes if n.start_beat < 32] == \
+        [(n.pitch, n.start_beat) for n in filled.notes]
+
+    # the first piece again with another seed: same request, new music
+    browser.find_elements(By.CSS_SELECTOR, ".piece")[-1].find_element(By.CSS_SELECTOR, "button.again").click()
+    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, ".piece")) == 4, what="another seed")
+    again = browser.find_elements(By.CSS_SELECTOR, ".piece")[0]
+    import re
+
+    assert again.find_element(By.TAG_NAME, "h2").text.startswith("sad ·")
+    assert re.search(r"seed (\d+)$", again.find_element(By.CSS_SELECTOR, ".meta").text).group(1) != "3"
+
     # a bad request shows a readable message, not JSON
     browser.find_element(By.ID, "chords").send_keys("Am Xq7")
     browser.find_element(By.ID, "generate").click()
     err = _wait(browser, lambda b: b.find_element(By.ID, "error").text, 60, "the error message")
     assert "Xq7" in err and "{" not in err
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".piece")) == 2
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".piece")) == 4

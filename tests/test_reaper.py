@@ -184,12 +184,14 @@ def test_import_does_not_run_and_uses_only_the_standard_library():
 
 def test_parse_settings():
     mod = load_script()
-    s = mod.parse_settings("sad, 16 , D minor, 42, http://127.0.0.1:9000/")
-    assert s == {"mood": "sad", "bars": 16, "key": "D minor", "seed": 42, "server": "http://127.0.0.1:9000"}
-    s = mod.parse_settings(",,,,")
-    assert s == {"mood": "calm", "bars": 8, "key": None, "seed": None, "server": mod.DEFAULT_SERVER}
-    for bad, match in [("calm,eight,,,", "whole number"), ("calm,0,,,", "from 1 to 64"),
-                       ("calm,8,,x,", "Seed"), ("calm,8,,,ftp://x", "http://")]:
+    s = mod.parse_settings("sad, 16 , D minor, 42, Am F C G, aaba, http://127.0.0.1:9000/")
+    assert s == {"mood": "sad", "bars": 16, "key": "D minor", "seed": 42, "chords": "Am F C G", "form": "AABA",
+                 "server": "http://127.0.0.1:9000"}
+    s = mod.parse_settings(",,,,,,")
+    assert s == {"mood": "calm", "bars": 8, "key": None, "seed": None, "chords": None, "form": None,
+                 "server": mod.DEFAULT_SERVER}
+    for bad, match in [("calm,eight,,,,,", "whole number"), ("calm,0,,,,,", "from 1 to 64"),
+                       ("calm,8,,x,,,", "Seed"), ("calm,8,,,,,ftp://x", "http://")]:
         with pytest.raises(mod.MelodiaScriptError, match=match):
             mod.parse_settings(bad)
 
@@ -231,11 +233,13 @@ def test_no_selected_track_makes_a_melodia_track():
 
 def test_build_request_follows_the_project():
     mod = load_script()
-    settings = mod.parse_settings("tense,4,Am,9,")
+    settings = mod.parse_settings("tense,4,Am,9,,,")
     ctx = {"cursor_s": 0.0, "cursor_qn": 0.0, "tempo": 133.333333, "meter": "6/8"}
     body = mod.build_request(settings, ctx, meters=["4/4", "6/8"])
     assert body == {"mood": "tense", "bars": 4, "tempo": 133.33, "meter": "6/8", "n": 1, "include_midi": False,
                     "key": "Am", "seed": 9}
+    body = mod.build_request(mod.parse_settings("tense,8,,,Am Dm,AB,"), ctx)
+    assert body["chords"] == "Am Dm" and body["form"] == "AB"
     assert mod.build_request(settings, {**ctx, "meter": "7/8"}, meters=["4/4"])["meter"] == "4/4"
     assert mod.build_request(settings, {**ctx, "tempo": 999})["tempo"] == 400.0
 
@@ -266,7 +270,7 @@ def test_main_inserts_what_the_server_composed(server):
     import urllib.request
 
     mod = load_script()
-    fake = FakeReaper(bpm=100.0, meter=(3, 4), cursor_s=3.0, answers="calm,4,F major,7," + server.url)
+    fake = FakeReaper(bpm=100.0, meter=(3, 4), cursor_s=3.0, answers="calm,4,F major,7,,," + server.url)
     mod.main(api=fake)
     assert not fake.messages, fake.messages
     (item,) = fake.items
@@ -284,7 +288,7 @@ def test_main_inserts_what_the_server_composed(server):
     assert item["start"] == 3.0 and item["end"] == pytest.approx(3.0 + 12 * 60 / 100)  # 4 bars of 3/4
     assert item["name"] == "melodia calm F major 4 bars seed 7"
     # the answers are remembered for next time
-    assert fake.ext[("melodia", "last")].startswith("calm,4,F major,7,")
+    assert fake.ext[("melodia", "last")].startswith("calm,4,F major,7,,,")
     fake2 = FakeReaper(answers=None, ok=0)
     fake2.ext = dict(fake.ext)
     mod.main(api=fake2)
@@ -294,7 +298,7 @@ def test_main_inserts_what_the_server_composed(server):
 
 def test_main_shows_the_servers_complaint(server):
     mod = load_script()
-    fake = FakeReaper(answers="grumpy,4,,," + server.url)
+    fake = FakeReaper(answers="grumpy,4,,,,," + server.url)
     mod.main(api=fake)
     assert not fake.items and fake.undo_open == 0
     assert len(fake.messages) == 1 and "unknown mood 'grumpy'" in fake.messages[0]
@@ -307,7 +311,7 @@ def test_main_when_the_server_is_not_running():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    fake = FakeReaper(answers="calm,4,,,http://127.0.0.1:%d" % port)
+    fake = FakeReaper(answers="calm,4,,,,,http://127.0.0.1:%d" % port)
     mod.main(api=fake)
     assert not fake.items
     assert len(fake.messages) == 1 and "melodia serve" in fake.messages[0]
@@ -350,7 +354,7 @@ def test_infill_target_and_bar_span():
 
 def test_main_rewrites_the_time_selection_of_the_selected_item(server):
     mod = load_script()
-    fake = FakeReaper(bpm=120.0, cursor_s=0.0, answers="sad,8,,3," + server.url)
+    fake = FakeReaper(bpm=120.0, cursor_s=0.0, answers="sad,8,,3,,," + server.url)
     item = _item_with_clip(fake, start_s=2.0)
     before = list(item["notes"])
     fake.time_selection = (2.0 + 8.0, 2.0 + 16.0)  # bars 5-8
@@ -369,9 +373,20 @@ def test_main_rewrites_the_time_selection_of_the_selected_item(server):
 
 def test_infill_of_an_item_with_no_notes_says_so(server):
     mod = load_script()
-    fake = FakeReaper(bpm=120.0, answers="sad,8,,3," + server.url)
+    fake = FakeReaper(bpm=120.0, answers="sad,8,,3,,," + server.url)
     item = _item_with_clip(fake, start_s=0.0)
     item["notes"].clear()
     fake.time_selection = (0.0, 4.0)
     mod.main(api=fake)
     assert len(fake.messages) == 1 and "no notes" in fake.messages[0] and fake.undo_open == 0
+
+
+def test_main_composes_a_form_with_chords(server):
+    mod = load_script()
+    fake = FakeReaper(bpm=120.0, cursor_s=0.0, answers="happy,4,C major,5,C G,AA," + server.url)
+    mod.main(api=fake)
+    assert not fake.messages, fake.messages
+    (item,) = fake.items
+    notes = _beats(fake, item)
+    first = [(s, d, c, p) for s, d, c, p, v in notes if s < 8]
+    assert first and [(s - 8, d, c, p) for s, d, c, p, v in notes if s >= 8] == first  # A, then A again

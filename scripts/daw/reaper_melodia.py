@@ -20,7 +20,8 @@ step either way.
 Setup (docs/daw.md): start the server (``melodia serve``), enable Python in REAPER
 (Options > Preferences > Plug-ins > ReaScript), then Actions > Show action list > New action >
 Load ReaScript... and pick this file. Run the action; a dialog asks for the mood, bars, key,
-seed and server address; the last answers are remembered.
+seed, chords, form and server address (rewriting bars uses the mood, key, seed and chords);
+the last answers are remembered.
 
 Only the Python standard library is used (urllib, json), so nothing needs installing into
 REAPER's Python.
@@ -34,10 +35,11 @@ DEFAULT_SERVER = "http://127.0.0.1:8765"
 TIMEOUT_S = 120          # generation of 64 bars x several variations can take a while on a CPU
 EXT_SECTION = "melodia"  # REAPER ExtState section remembering the last answers
 PPQ_FALLBACK = 960
-FIELDS = ("mood", "bars", "key", "seed", "server")
-DEFAULTS = ("calm", "8", "", "", DEFAULT_SERVER)
+FIELDS = ("mood", "bars", "key", "seed", "chords", "form", "server")
+DEFAULTS = ("calm", "8", "", "", "", "", DEFAULT_SERVER)
 CAPTIONS = ("Mood (happy/tense/sad/calm or alias)", "Bars (1-64)", "Key (blank = any, e.g. F major)",
-            "Seed (blank = random)", "melodia server")
+            "Seed (blank = random)", "Chords (blank = the model's; Am F C G)",
+            "Form (blank = none; AABA)", "melodia server")
 
 
 class MelodiaScriptError(Exception):
@@ -79,12 +81,13 @@ def is_null(ptr):
 def parse_settings(csv_text):
     """The dialog's comma-separated answers -> a dict; raises MelodiaScriptError on a bad one.
 
-    Example: parse_settings("calm,8,F major,7,http://127.0.0.1:8765")
+    Example: parse_settings("calm,8,F major,7,Am F C G,AABA,http://127.0.0.1:8765")
     """
     parts = [p.strip() for p in csv_text.split(",")]
     parts += [""] * (len(FIELDS) - len(parts))
-    mood, bars, key, seed, server = parts[:len(FIELDS)]
-    out = {"mood": mood or "calm", "key": key or None, "server": (server or DEFAULT_SERVER).rstrip("/")}
+    mood, bars, key, seed, chords, form, server = parts[:len(FIELDS)]
+    out = {"mood": mood or "calm", "key": key or None, "server": (server or DEFAULT_SERVER).rstrip("/"),
+           "chords": chords or None, "form": form.replace(" ", "").upper() or None}
     try:
         out["bars"] = int(bars or "8")
     except ValueError:
@@ -163,6 +166,9 @@ def build_request(settings, context, meters=None):
         body["key"] = settings["key"]
     if settings.get("seed") is not None:
         body["seed"] = settings["seed"]
+    for name in ("chords", "form"):
+        if settings.get(name):
+            body[name] = settings[name]
     return body
 
 
@@ -306,6 +312,8 @@ def build_infill_request(settings, target, notes, span):
         body["key"] = settings["key"]
     if settings.get("seed") is not None:
         body["seed"] = settings["seed"]
+    if settings.get("chords"):
+        body["chords"] = settings["chords"]
     return body
 
 
