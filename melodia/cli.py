@@ -194,13 +194,19 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--dynamics", choices=["mood", "flat"], default="mood",
                    help="mood (default): velocities follow the mood (happy/tense louder, sad/calm softer) "
                         "with a swell over each 4-bar phrase; flat: the model's own velocities")
-    g.add_argument("--model", help="model directory (default: the shipped model)")
     g.add_argument("--continue", dest="continue_from", metavar="CLIP.mid",
                    help="continue this MIDI clip (its last --context-bars bars are the context)")
     g.add_argument("--context-bars", type=int, default=4, help="bars of the clip the model sees (default 4)")
     g.add_argument("--new-only", action="store_true", help="with --continue: write only the new bars")
+    _add_output_arguments(g, "MOOD-SEED")
+    g.set_defaults(func=_cmd_generate)
+
+
+def _add_output_arguments(g: argparse.ArgumentParser, default_name: str) -> None:
+    """The model, output and machine options ``generate`` and ``infill`` share."""
+    g.add_argument("--model", help="model directory (default: the shipped model)")
     g.add_argument("--out", required=True, help="folder to write into")
-    g.add_argument("--name", help="file name stem (default MOOD-SEED)")
+    g.add_argument("--name", help=f"file name stem (default {default_name})")
     g.add_argument("--wav", action="store_true", help="also write audio (SoundFont synthesis)")
     g.add_argument("--musicxml", action="store_true", help="also write notation (MusicXML)")
     g.add_argument("--png", action="store_true", help="also write a piano-roll picture")
@@ -208,7 +214,6 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     g.add_argument("--threads", type=int, default=1, help="CPU threads for sampling (default 1; 0 = torch's choice)")
     g.add_argument("--force", action="store_true", help="overwrite existing files")
-    g.set_defaults(func=_cmd_generate)
 
 
 def _add_infill_arguments(g: argparse.ArgumentParser) -> None:
@@ -231,16 +236,7 @@ def _add_infill_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--leading-tone", action="store_true", help="in a minor key, also allow the raised 7th")
     g.add_argument("--dynamics", choices=["mood", "flat"], default="mood",
                    help="mood (default): with --mood, the new notes' loudness follows it; flat: the model's own")
-    g.add_argument("--model", help="model directory (default: the shipped model)")
-    g.add_argument("--out", required=True, help="folder to write into")
-    g.add_argument("--name", help="file name stem (default CLIP-barsFIRST-LAST[-SEED])")
-    g.add_argument("--wav", action="store_true", help="also write audio (SoundFont synthesis)")
-    g.add_argument("--musicxml", action="store_true", help="also write notation (MusicXML)")
-    g.add_argument("--png", action="store_true", help="also write a piano-roll picture")
-    g.add_argument("--soundfont", help="a .sf2 SoundFont for --wav (default: pretty_midi's TimGM6mb)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    g.add_argument("--threads", type=int, default=1, help="CPU threads for sampling (default 1; 0 = torch's choice)")
-    g.add_argument("--force", action="store_true", help="overwrite existing files")
+    _add_output_arguments(g, "CLIP-barsFIRST-LAST[-SEED]")
     g.set_defaults(func=_cmd_infill)
 
 

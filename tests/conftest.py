@@ -1,7 +1,9 @@
 """Shared fixtures: real MIDI from tests/data (POP909 excerpt, MIT) and small made-up pieces."""
 from __future__ import annotations
 
+import contextlib
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,27 @@ def composer(tiny_model_dir):
     from melodia import Composer
 
     return Composer.load(tiny_model_dir, device="cpu")
+
+
+@contextlib.contextmanager
+def running_server(composer, one_thread: bool = True, **limits):
+    """``melodia serve`` for ``composer`` on a free loopback port, in a thread, for a test: yields
+    the server (``server.url``), then shuts it down. ``one_thread``: torch runs on one CPU thread
+    meanwhile (batch-1 sampling is latency-bound)."""
+    import torch
+
+    from melodia.serve import make_server
+
+    threads = torch.get_num_threads()
+    if one_thread:
+        torch.set_num_threads(1)
+    srv = make_server(composer, port=0, quiet=True, **limits)
+    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    th.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        th.join(10)
+        torch.set_num_threads(threads)

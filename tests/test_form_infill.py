@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import urllib.error
 import urllib.request
 
@@ -237,15 +236,10 @@ def test_cli_bad_input_writes_nothing(tmp_path, tiny_model_dir, clip, capsys, ar
 # --------------------------------------------------------------------------- server
 @pytest.fixture(scope="module")
 def server(composer):
-    from melodia.serve import make_server
+    from conftest import running_server
 
-    srv = make_server(composer, port=0, quiet=True)
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    th.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    th.join(10)
+    with running_server(composer, one_thread=False) as srv:
+        yield srv
 
 
 def _post(server, route, body):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -48,21 +47,12 @@ def _browser():
 
 @pytest.fixture(scope="module")
 def page_server():
-    import torch
+    from conftest import running_server
 
     from melodia import Composer
-    from melodia.serve import make_server
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    srv = make_server(Composer.load(), port=0, quiet=True)  # the shipped model, as a user has it
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    th.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    th.join(10)
-    torch.set_num_threads(threads)
+    with running_server(Composer.load()) as srv:  # the shipped model, as a user has it
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import threading
 from pathlib import Path
 
 import pytest
@@ -248,21 +247,12 @@ def test_build_request_follows_the_project():
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
     pytest.importorskip("torch")
-    import torch
+    from conftest import running_server
 
     from melodia import Composer
-    from melodia.serve import make_server
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    srv = make_server(Composer.load(tiny_model_dir, device="cpu"), port=0, quiet=True)
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    th.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    th.join(10)
-    torch.set_num_threads(threads)
+    with running_server(Composer.load(tiny_model_dir, device="cpu")) as srv:
+        yield srv
 
 
 def test_main_inserts_what_the_server_composed(server):
