@@ -698,9 +698,12 @@ class Composer:
                       include_prompt: bool = True, tempo: float | None = None, meter: str | None = None,
                       valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
                       top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
-                      leading_tone: bool = False, dynamics: str = "mood") -> list[Piece]:
+                      leading_tone: bool = False, dynamics: str = "mood",
+                      chords: str | Sequence[str] | None = None) -> list[Piece]:
         """Continue a prompt by exactly ``bars`` new bars; its last ``context_bars`` bars are the
         model's context. ``dynamics`` shapes the new bars only (the prompt keeps its own).
+        ``chords`` are the new bars' chords (cycled from the first new bar; the key stays the
+        prompt's unless ``key`` is given).
 
         ``prompt``: a MIDI path, MIDI bytes, a :class:`Piece`, a ``symusic.Score``, or a list of
         notes (:class:`Note` objects or dicts, see :func:`notes_to_score`). ``tempo`` and
@@ -730,7 +733,7 @@ class Composer:
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key,
                            instruments=instruments, tags=tuple(tags), n=n, seed=seed, temperature=temperature,
                            guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
-                           leading_tone=leading_tone)
+                           leading_tone=leading_tone, chords=chords)
         with self._lock:
             scores = self._gen.continue_from(score, bars=bars, context_bars=context_bars, cfg=cfg,
                                              include_prompt=include_prompt)

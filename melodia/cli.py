@@ -73,9 +73,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.continue_from:
         if args.meter is not None:
             raise BadInputError("--meter cannot be used with --continue: the clip brings its own meter")
-        if args.chords is not None:
-            raise BadInputError("--chords cannot be used with --continue yet: it applies to a new piece "
-                                "(`melodia infill` takes --chords for the bars it rewrites)")
         if args.form is not None or args.vary:
             raise BadInputError("--form and --vary apply to a new piece, not to --continue")
     elif args.vary and args.form is None:
@@ -86,7 +83,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                   leading_tone=args.leading_tone, dynamics=args.dynamics)
     if args.continue_from:
         pieces = composer.continue_from(args.continue_from, bars=args.bars, context_bars=args.context_bars,
-                                        include_prompt=not args.new_only, **common)
+                                        include_prompt=not args.new_only, chords=args.chords, **common)
     else:
         pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4",
                                    chords=args.chords, form=args.form, vary=args.vary, **common)
@@ -184,7 +181,8 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--chords", metavar="PROGRESSION",
                    help='chords to write, one a bar and cycled: "Am F C G"; "Am:2 F:2 C G" gives a chord '
                         "2 beats (C, Cm, C7, Cmaj7, Cm7, Cdim, Csus4, C/E ...); with no --key the key "
-                        "follows from them (default: the model writes its own progression)")
+                        "follows from them (with --continue: the new bars' chords, in the clip's key); "
+                        "default: the model writes its own progression")
     g.add_argument("--form", metavar="LETTERS",
                    help="sections, e.g. AABA or ABAC (up to 8 letters): --bars split equally; a letter that "
                         "returns repeats its first section's notes, a new letter continues. With a form, "

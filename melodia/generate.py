@@ -1564,7 +1564,8 @@ class Generator:
         prompt unchanged (same ticks per quarter, every note as it was) plus exactly ``bars`` new
         bars, or with ``include_prompt=False`` the new bars alone (starting at tick 0). The new bars
         keep the prompt's last meter and tempo; instruments default to the prompt's programs.
-        The new bars' chords are added as markers.
+        ``cfg.chords`` apply to the new bars (cycled from the first); the new bars' chords are
+        added as markers. A form does not apply to a continuation.
 
         Example: ``out = gen.continue_from("clip.mid", bars=4, cfg=GenerationConfig(mood="tense"))``
         """
@@ -1575,6 +1576,8 @@ class Generator:
         cfg.validate()
         if isinstance(context_bars, bool) or not isinstance(context_bars, int) or not 1 <= context_bars <= MAX_BARS:
             raise BadInputError(f"context_bars {context_bars!r}: must be an integer from 1 to {MAX_BARS}")
+        if cfg.form is not None:
+            raise BadInputError("a form applies to a new piece, not to a continuation")
         orig, cfg, shift, meter, all_bars, tempos = self._read_prompt(score, cfg, "continue_from")
         first = max(0, len(all_bars) - context_bars)
         ctx_ids = self._encode_context(all_bars[first:], tempos[first] if first > 0 else None)
@@ -1588,6 +1591,7 @@ class Generator:
         if st.phase not in (TSIG, TEMPO, DUR):  # (a complete bar always ends in one of these)
             st.phase = DUR
         st.forced = (frozenset(["Bar_None"]),)  # the new bars start on a bar line
+        st.plan = tuple((b + n_ctx, p, c) for b, p, c in self.chord_plan(cfg, meter))  # chords of the new bars
         states = [st.copy() for _ in range(cfg.n)]
         new = self._sample(g, [*cond, *ctx_ids], [*uncond, *ctx_ids], states, cfg)
 

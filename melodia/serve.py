@@ -324,16 +324,15 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
         return "generate", kw, options
     if route == "/infill":
         kw["bars"] = span
-        if chords is not None:
-            from .generate import GenerationConfig
+    if chords is not None:  # the new bars' chords (a continuation's or the rewritten ones)
+        from .generate import GenerationConfig
 
-            try:
-                GenerationConfig(bars=min(span[1] - span[0] + 1, MAX_BARS), chords=chords).validate()
-            except BadInputError as e:
-                raise _bad(str(e)) from None
-        kw["chords"] = chords
-    elif chords is not None:
-        raise _bad("chords apply to a new piece or to bars being rewritten (/infill), not to a continuation")
+        try:
+            GenerationConfig(bars=min(span[1] - span[0] + 1, MAX_BARS) if route == "/infill" else kw["bars"],
+                             chords=chords).validate()
+        except BadInputError as e:
+            raise _bad(str(e)) from None
+    kw["chords"] = chords
 
     if body.get("prompt") is not None and body.get("midi_base64") is not None:
         raise _bad("give either \"prompt\" (notes) or \"midi_base64\", not both")

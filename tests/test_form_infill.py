@@ -193,6 +193,28 @@ def test_infill_empty_clip_is_an_error(composer, tmp_path):
         composer.infill([], bars=(1, 1))
 
 
+# --------------------------------------------------------------------------- continuation chords
+def test_continue_with_chords_writes_them_in_the_new_bars(composer, clip, tmp_path):
+    p = composer.continue_from(clip, bars=4, chords="F G", key="C major", seed=2)[0]
+    assert p.bars == 16
+    assert sorted(_key(n) for n in p.notes if n.start_beat < 48) == sorted(_key(n) for n in clip.notes)
+    at = {round(c.start_beat, 3): c.name for c in p.chords}
+    assert [at.get(b) for b in (48.0, 52.0, 56.0, 60.0)] == ["F", "G", "F", "G"]
+    bass = [n for n in p.notes if n.start_beat >= 48 and n.program == 1]
+    assert all(n.pitch % 12 in ({5, 9, 0} if int(n.start_beat // 4) % 2 == 0 else {7, 11, 2}) for n in bass)
+    with pytest.raises(BadInputError, match="Hq"):
+        composer.continue_from(clip, bars=2, chords="Hq")
+    from melodia.cli import main
+
+    path = clip.save(tmp_path / "clip.mid")
+    assert main(["generate", "--model", str(composer.meta["path"]), "--continue", str(path), "--bars", "2",
+                 "--chords", "Am", "--new-only", "--seed", "1", "--out", str(tmp_path / "o")]) == 0
+    from melodia import Piece
+
+    new = Piece.from_midi(tmp_path / "o" / "any-1.mid")
+    assert new.bars == 2 and [c.name for c in new.chords] == ["Am"]
+
+
 # --------------------------------------------------------------------------- CLI
 def test_cli_form_and_infill(tmp_path, tiny_model_dir, clip, capsys):
     from melodia import Piece
@@ -264,6 +286,10 @@ def test_server_infill_and_form(server, clip):
     assert status == 200, ans
     assert _outside(Piece.from_notes(ans["pieces"][0]["notes"], tempo=96).notes, 12, 12) == \
         _outside(clip.notes, 12, 12)
+    status, ans = _post(server, "/continue", {"prompt": _clip_notes(), "tempo": 96, "bars": 2, "chords": "Dm G",
+                                              "seed": 3, "include_prompt": False})
+    assert status == 200, ans
+    assert [c["name"] for c in ans["pieces"][0]["chords"]] == ["Dm", "G"]
     status, ans = _post(server, "/generate", {"bars": 8, "form": "AABB", "seed": 5, "include_midi": False})
     assert status == 200, ans
     p = Piece.from_notes(ans["pieces"][0]["notes"], tempo=ans["pieces"][0]["tempo"])
