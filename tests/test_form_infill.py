@@ -241,12 +241,22 @@ def test_cli_form_and_infill(tmp_path, tiny_model_dir, clip, capsys):
     (["infill", "CLIP", "--bars", "11-14"], "past the clip's end"),
     (["infill", "CLIP", "--bars", "x"], "span of bars"),
     (["infill", "MISSING", "--bars", "1-2"], "missing.mid"),
+    (["infill", "EMPTY", "--bars", "1-1"], "no notes"),
+    (["generate", "--bars", "2", "--form", "ABC"], "more than the 2 bars"),
+    (["generate", "--bars", "4", "--chords", "C Blah"], "Blah"),
 ])
 def test_cli_bad_input_writes_nothing(tmp_path, tiny_model_dir, clip, capsys, argv, match):
+    import symusic
+
     from melodia.cli import main
 
     clip_path = clip.save(tmp_path / "clip.mid")
-    argv = [str(clip_path) if a == "CLIP" else str(tmp_path / "missing.mid") if a == "MISSING" else a for a in argv]
+    empty = symusic.Score(480)
+    empty.tempos.append(symusic.Tempo(0, qpm=100))
+    empty.tracks.append(symusic.Track("empty", program=0))
+    empty.dump_midi(str(tmp_path / "empty.mid"))
+    named = {"CLIP": str(clip_path), "MISSING": str(tmp_path / "missing.mid"), "EMPTY": str(tmp_path / "empty.mid")}
+    argv = [named.get(a, a) for a in argv]
     out = tmp_path / "out"
     assert main(argv[:1] + ["--model", str(tiny_model_dir), "--out", str(out)] + argv[1:]) == 2
     import re
