@@ -722,14 +722,8 @@ class Composer:
         level = _dynamics_arousal(dynamics, mood_name, arousal)
         if not isinstance(include_prompt, bool):
             raise BadInputError(f"include_prompt must be true or false, got {include_prompt!r}")
-        score = self._prompt_score(prompt, tempo, meter)
-        if key is None:  # the prompt's own key: the new bars are written in it, and the pieces say so
-            from .moods import estimate_key
-
-            try:
-                key = estimate_key(score).name
-            except BadInputError:  # a drums-only prompt has no key
-                pass
+        score = self._prompt_score(prompt, tempo, meter, "continue_from")
+        key = _prompt_key(score, key)  # none given: the new bars are in the prompt's, and the pieces say so
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key,
                            instruments=instruments, tags=tuple(tags), n=n, seed=seed, temperature=temperature,
                            guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
@@ -772,16 +766,10 @@ class Composer:
         first, last = parse_bar_span(bars)
         mood_name = self.resolve_mood(mood, valence, arousal)
         level = _dynamics_arousal(dynamics, mood_name, arousal)
-        score = self._prompt_score(prompt, tempo, meter)
+        score = self._prompt_score(prompt, tempo, meter, "infill")
         if score.note_num() == 0:
             raise BadInputError("infill: the clip has no notes")
-        if key is None:
-            from .moods import estimate_key
-
-            try:
-                key = estimate_key(score).name
-            except BadInputError:  # drums only
-                pass
+        key = _prompt_key(score, key)
         cfg = self._config(bars=min(last - first + 1, 64), mood=mood, valence=valence, arousal=arousal, key=key,
                            instruments=instruments, tags=tuple(tags), n=n, seed=seed, temperature=temperature,
                            guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
@@ -809,7 +797,8 @@ class Composer:
         key = key_from_token_name(name)
         return None if key == "any" else key
 
-    def _prompt_score(self, prompt: Any, tempo: float | None, meter: str | None) -> "symusic.Score":
+    def _prompt_score(self, prompt: Any, tempo: float | None, meter: str | None,
+                      what: str = "continue_from") -> "symusic.Score":
         from .midifile import load_score
 
         is_notes = isinstance(prompt, (list, tuple)) and not isinstance(prompt, (str, bytes))
@@ -820,7 +809,7 @@ class Composer:
             return prompt.to_score()
         if is_notes:
             if not prompt:
-                raise BadInputError("continue_from: the prompt has no notes")
+                raise BadInputError(f"{what}: the prompt has no notes")
             return notes_to_score(prompt, tempo=120.0 if tempo is None else tempo,
                                   meter="4/4" if meter is None else meter)
         if isinstance(prompt, (bytes, bytearray, memoryview)):
@@ -876,6 +865,18 @@ def _dynamics_arousal(dynamics: str, mood: str | None, arousal: float | None) ->
     try:
         return float(mood_valence_arousal(mood)[1])
     except BadInputError:  # a user's own mood has no place on the plane
+        return None
+
+
+def _prompt_key(score: "symusic.Score", key: str | None) -> str | None:
+    """``key``, or when it is None the key of the prompt's notes (None for drums only)."""
+    if key is not None:
+        return key
+    from .moods import estimate_key
+
+    try:
+        return estimate_key(score).name
+    except BadInputError:  # a drums-only prompt has no key
         return None
 
 

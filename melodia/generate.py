@@ -1574,8 +1574,7 @@ class Generator:
 
         cfg = _with(cfg, {"bars": bars})
         cfg.validate()
-        if isinstance(context_bars, bool) or not isinstance(context_bars, int) or not 1 <= context_bars <= MAX_BARS:
-            raise BadInputError(f"context_bars {context_bars!r}: must be an integer from 1 to {MAX_BARS}")
+        _check_context_bars(context_bars)
         if cfg.form is not None:
             raise BadInputError("a form applies to a new piece, not to a continuation")
         orig, cfg, shift, meter, all_bars, tempos = self._read_prompt(score, cfg, "continue_from")
@@ -1585,12 +1584,7 @@ class Generator:
         cond, uncond, _ = self._controls(cfg)
         n_ctx = len(all_bars) - first
         g = self.grammar(meter, progs)
-        st = _State(total=n_ctx + bars)
-        for i in ctx_ids:
-            g.track(st, self.vocab.seqs[i])
-        if st.phase not in (TSIG, TEMPO, DUR):  # (a complete bar always ends in one of these)
-            st.phase = DUR
-        st.forced = (frozenset(["Bar_None"]),)  # the new bars start on a bar line
+        st = self._context_state(g, ctx_ids, n_ctx + bars)
         st.plan = tuple((b + n_ctx, p, c) for b, p, c in self.chord_plan(cfg, meter))  # chords of the new bars
         states = [st.copy() for _ in range(cfg.n)]
         new = self._sample(g, [*cond, *ctx_ids], [*uncond, *ctx_ids], states, cfg)
@@ -1611,6 +1605,17 @@ class Generator:
             _place(res, dec, start, None, offset, chords)
             out.append(res)
         return out
+
+    def _context_state(self, g: _Grammar, ids: Sequence[int], total: int) -> _State:
+        """The grammar state after context ``ids`` (followed, not judged), for ``total`` bars in
+        all, the next id forced to open a bar."""
+        st = _State(total=total)
+        for i in ids:
+            g.track(st, self.vocab.seqs[i])
+        if ids and st.phase not in (TSIG, TEMPO, DUR):  # (a complete bar always ends in one of these)
+            st.phase = DUR
+        st.forced = (frozenset(["Bar_None"]),)  # the new bars start on a bar line
+        return st
 
     def _prompt_programs(self, orig: "symusic.Score", cfg: GenerationConfig) -> tuple[int, ...]:
         """The instruments of new notes: ``cfg.instruments``, else the prompt's own programs."""
@@ -1637,8 +1642,7 @@ class Generator:
         """
         from miditok.utils import get_bars_ticks
 
-        if isinstance(context_bars, bool) or not isinstance(context_bars, int) or not 1 <= context_bars <= MAX_BARS:
-            raise BadInputError(f"context_bars {context_bars!r}: must be an integer from 1 to {MAX_BARS}")
+        _check_context_bars(context_bars)
         for v in (first_bar, last_bar):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise BadInputError(f"infill: bars must be whole bar numbers, got {v!r}")
@@ -1646,14 +1650,15 @@ class Generator:
             raise BadInputError(f"infill: bars {first_bar}-{last_bar} are not a span of bars "
                                 "(write the first and the last bar, counted from 1, like 5-8)")
         span = last_bar - first_bar + 1
-        cfg = _with(cfg, {"bars": min(span, MAX_BARS)})
         if span > MAX_BARS:
             raise BadInputError(f"infill: {span} bars is more than {MAX_BARS} at once")
+        cfg = _with(cfg, {"bars": span})
         if cfg.form is not None:
             raise BadInputError("infill rewrites bars of a clip; a form applies to a new piece")
         cfg.validate()
         orig, cfg, shift, meter, all_bars, tempos = self._read_prompt(score, cfg, "infill")
-        n_orig = len(get_bars_ticks(orig))
+        bars_orig = get_bars_ticks(orig)
+        n_orig = len(bars_orig)
         if last_bar > n_orig:
             raise BadInputError(f"infill: bars {first_bar}-{last_bar} reach past the clip's end (it has "
                                 f"{n_orig} bar{'s' if n_orig != 1 else ''})")
@@ -1675,21 +1680,12 @@ class Generator:
             ctx = before
         progs = self._prompt_programs(orig, cfg)
         g = self.grammar(meter, progs)
-        if before and not after:
-            st = _State(total=(s0 - pre0) + span)
-            for i in before:
-                g.track(st, self.vocab.seqs[i])
-            if st.phase not in (TSIG, TEMPO, DUR):
-                st.phase = DUR
-            n_ctx = s0 - pre0
-        else:
-            st, n_ctx = _State(total=span), 0
-        st.forced = (frozenset(["Bar_None"]),)
+        n_ctx = s0 - pre0 if before and not after else 0  # bars the grammar follows before the new ones
+        st = self._context_state(g, before if n_ctx else [], n_ctx + span)
         st.plan = tuple((b + n_ctx, p, c) for b, p, c in self.chord_plan(cfg, meter))  # bars after the context
         states = [st.copy() for _ in range(cfg.n)]
         new = self._sample(g, [*cond, *ctx], [*uncond, *ctx], states, cfg)
 
-        bars_orig = get_bars_ticks(orig)
         t0 = bars_orig[s0]
         t1 = bars_orig[s1] if s1 < len(bars_orig) else bars_orig[-1] + orig.ticks_per_quarter * 4 * meter[0] // meter[1]
         out = []
@@ -1834,6 +1830,11 @@ class Generator:
             if not st.done and stop_after is None:  # pragma: no cover - finishing mode makes this unreachable
                 raise RuntimeError("generate: token budget ran out before the last bar was complete")
         return out
+
+
+def _check_context_bars(context_bars: Any) -> None:
+    if isinstance(context_bars, bool) or not isinstance(context_bars, int) or not 1 <= context_bars <= MAX_BARS:
+        raise BadInputError(f"context_bars {context_bars!r}: must be an integer from 1 to {MAX_BARS}")
 
 
 def _place(res: "symusic.Score", dec: "symusic.Score", start: int | None, end: int | None, offset: int,
