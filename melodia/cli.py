@@ -1,8 +1,8 @@
 """The ``melodia`` command: one entry point, one subcommand per pipeline stage.
 
 ``melodia corpus build|stats``, ``melodia tokenize``, ``melodia train``, ``melodia generate``,
-``melodia infill``, ``melodia render``, ``melodia serve``, ``melodia evaluate``, ``melodia info``. Each subcommand's module is imported only when it runs,
-so ``melodia --help`` is fast. A :class:`~melodia.errors.MelodiaError` prints one clear line
+``melodia infill``, ``melodia render``, ``melodia serve``, ``melodia evaluate``, ``melodia info``. Each
+subcommand's module is imported only when it runs (:func:`stage`), so ``melodia --help`` is fast. A :class:`~melodia.errors.MelodiaError` prints one clear line
 (``melodia: error: …``) and exits with status 2; anything else is a bug and shows a traceback.
 
 Example:
@@ -11,22 +11,35 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
 
-from . import __version__
-from .errors import MelodiaError
+from .errors import BadInputError, MelodiaError, OutputExistsError
+from .version import __version__
+
+
+def stage(name: str) -> ModuleType:
+    """The module ``melodia.<name>`` of a pipeline stage, imported when its command runs.
+
+    The stages are imported here on demand, not at the top of this file: importing api (the
+    sampler, numpy), corpus and shards up front would make ``melodia --help`` several times
+    slower. Example: ``stage("api").Composer``
+    """
+    return importlib.import_module(f"melodia.{name}")
 
 
 def _cmd_corpus_build(args: argparse.Namespace) -> int:
-    from .corpus import build_corpus, format_stats, corpus_stats
-
-    s = build_corpus(args.sources, args.out, workers=args.workers, progress=not args.quiet,
+    corpus = stage("corpus")
+    s = corpus.build_corpus(args.sources, args.out, workers=args.workers, progress=not args.quiet,
                      quantize=args.quantize)
     print(f"{s.out}: {s.pieces} pieces ({s.processed_units} files processed, {s.reused_units} unchanged), "
           f"{s.duplicates} duplicates dropped, {s.skipped} skipped (see {s.out}/report.json)")
     if not args.quiet:
-        print(format_stats(corpus_stats(s.out)))
+        print(corpus.format_stats(corpus.corpus_stats(s.out)))
     if args.strict and s.skipped:
         print(f"melodia: error: --strict: {s.skipped} file(s) skipped, listed in {s.out}/report.json", file=sys.stderr)
         return 1
@@ -34,20 +47,15 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_corpus_stats(args: argparse.Namespace) -> int:
-    import json
-
-    from .corpus import corpus_stats, format_stats
-
-    st = corpus_stats(args.corpus)
-    print(json.dumps(st, indent=1) if args.json else format_stats(st))
+    corpus = stage("corpus")
+    st = corpus.corpus_stats(args.corpus)
+    print(json.dumps(st, indent=1) if args.json else corpus.format_stats(st))
     return 0
 
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
-    from .tokenizer import check_roundtrip, tokenize_corpus
-
     if args.corpus:
-        s = tokenize_corpus(args.corpus, args.out, vocab_size=args.vocab, max_len=args.max_len,
+        s = stage("shards").tokenize_corpus(args.corpus, args.out, vocab_size=args.vocab, max_len=args.max_len,
                             workers=args.workers, progress=not args.quiet, tokenizer=args.tokenizer,
                             key_normalise=args.key_normalise, chunk_labels=args.chunk_labels)
         print(f"{s.out}: vocabulary {s.vocab_size}, {s.chunks} chunks, tokens "
@@ -57,7 +65,7 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
     elif not args.check:
         raise MelodiaError("tokenize: give --corpus DIR (and/or --check)")
     if args.check:
-        rt = check_roundtrip(args.out, workers=args.workers, progress=not args.quiet)
+        rt = stage("shards").check_roundtrip(args.out, workers=args.workers, progress=not args.quiet)
         lost = ", ".join(f"{k}: {v}" for k, v in rt.lost_by_reason.items() if v) or "none"
         print(f"round trip: {rt.kept:,} of {rt.notes:,} notes of {rt.pieces} train pieces come back "
               f"({rt.ratio:.2%}); lost: {lost}")
@@ -65,8 +73,6 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .errors import BadInputError
-
     stems, formats = _output_plan(args, args.name or (f"{args.mood or 'any'}-{args.seed}" if args.seed is not None
                                                       else (args.mood or "piece")))
     instruments = [x.strip() for x in args.instruments.split(",")] if args.instruments else None
@@ -94,10 +100,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[str]]:
     """File stems and extensions a command will write; an existing file is an error before
     any work (unless ``--force``)."""
-    from pathlib import Path
-
-    from .errors import OutputExistsError
-
     formats = [".mid"] + [ext for flag, ext in (("wav", ".wav"), ("musicxml", ".musicxml"), ("png", ".png"))
                           if getattr(args, flag)]
     stems = [stem] if args.n == 1 else [f"{stem}-{i + 1}" for i in range(args.n)]
@@ -109,20 +111,16 @@ def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[s
 
 
 def _load_composer(args: argparse.Namespace):
-    from .api import Composer
-
     if args.threads:
-        import torch
+        import torch  # heavy: only a command that samples needs it
 
         torch.set_num_threads(args.threads)  # one token at a time: more threads mostly add overhead
-    return Composer.load(args.model, device=args.device)
+    return stage("api").Composer.load(args.model, device=args.device)
 
 
 def _write_pieces(args: argparse.Namespace, pieces: list, stems: list[str], formats: list[str]) -> None:
     """Write each piece in each format (atomic writes), list the files on stdout and describe
     each piece on stderr."""
-    from pathlib import Path
-
     out = Path(args.out)
     for piece, s in zip(pieces, stems):
         for ext in formats:
@@ -138,13 +136,8 @@ def _write_pieces(args: argparse.Namespace, pieces: list, stems: list[str], form
 
 
 def _cmd_infill(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .api import parse_bar_span
-    from .midifile import load_score
-
-    first, last = parse_bar_span(args.bars)
-    load_score(args.clip)  # a missing or broken clip fails before the model loads
+    first, last = stage("api").parse_bar_span(args.bars)
+    stage("midifile").load_score(args.clip)  # a missing or broken clip fails before the model loads
     stems, formats = _output_plan(args, args.name or f"{Path(args.clip).stem}-bars{first}-{last}"
                                   + (f"-{args.seed}" if args.seed is not None else ""))
     instruments = [x.strip() for x in args.instruments.split(",")] if args.instruments else None
@@ -155,6 +148,26 @@ def _cmd_infill(args: argparse.Namespace) -> int:
                              leading_tone=args.leading_tone, dynamics=args.dynamics)
     _write_pieces(args, pieces, stems, formats)
     return 0
+
+
+#: GenerationConfig fields the API takes that ``generate`` and ``infill`` have no flag for, and
+#: why (tests/test_parameters.py checks every other field has one). The flags below restate
+#: GenerationConfig's defaults and limits (importing melodia.generate would slow ``melodia
+#: --help``); the same test checks they agree.
+LEFT_OUT = {
+    "valence": "a point on the mood plane is for programs (API, server); at a shell --mood names the mood",
+    "arousal": "as valence",
+    "tags": "user tags belong to a fine-tuned model; the API and the server take them",
+    "top_k": "a sampling cut-off for experiments; --temperature and --guidance are the sampling knobs here",
+    "top_p": "as top_k",
+}
+#: and those ``infill`` alone leaves out
+INFILL_LEFT_OUT = {
+    "tempo": "describes a prompt of notes (API, server); the MIDI clip infill reads brings its own",
+    "meter": "as tempo",
+}
+#: flags whose name is not the field's: field -> flag destination (``--chromatic`` is ``in_key=False``)
+FLAG_OF = {"in_key": "chromatic"}
 
 
 def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
@@ -240,10 +253,8 @@ def _add_infill_arguments(g: argparse.ArgumentParser) -> None:
 
 def _optional(module: str, adder: str, runner: str) -> tuple[Callable | None, Callable | None]:
     """A stage's CLI hooks, if that stage is installed in this build."""
-    import importlib
-
     try:
-        mod = importlib.import_module(f"melodia.{module}")
+        mod = stage(module)
     except ModuleNotFoundError as e:
         if e.name != f"melodia.{module}":
             raise  # a broken import inside the stage is a bug to see, not a missing command
@@ -255,9 +266,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argparse tree of ``melodia``. Example: ``build_parser().parse_args(["info"])``.
 
     ``command`` (the word :func:`main` is about to run) leaves the other stages' modules
-    unimported: their subcommands get a name and help but no arguments (importing train,
-    serve and evaluate made building the parser for ``melodia generate`` take 0.16-0.23 s
-    instead of 0.02-0.04 s).
+    unimported: their subcommands get a name and help but no arguments, so that start-up stays
+    fast (docs/benchmarks.md, "CLI start").
     """
     p = argparse.ArgumentParser(prog="melodia", description="Mood-conditioned symbolic music composition.")
     p.add_argument("--version", action="version", version=f"melodia {__version__}")
@@ -330,8 +340,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import importlib.metadata as md
-    from pathlib import Path
+    import importlib.metadata as md  # slow to import (docs/benchmarks.md, "CLI start"); only `info` needs it
 
     print(f"melodia {__version__}")
     for pkg in ("torch", "transformers", "miditok", "symusic", "music21", "pretty_midi"):

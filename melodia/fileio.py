@@ -3,7 +3,9 @@
 Every output melodia writes goes through :func:`atomic_write` (or the helpers on top of it):
 the data goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed
 over the target, which is atomic on POSIX and Windows. A kill at any moment leaves either the
-old file or the new one, never a torn one.
+old file or the new one, never a torn one. Whole folders (a model directory, a checkpoint) are
+built beside their target and swapped in by renames (:func:`make_temp_dir`, :func:`replace_dir`,
+:func:`recover_dir`).
 
 Example:
     >>> write_json("out/report.json", {"skipped": []})
@@ -13,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from .errors import OutputExistsError
 
@@ -81,3 +85,79 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file into a list of dicts. Example: ``rows = read_jsonl("manifest.jsonl")``."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# ------------------------------------------------------------------ whole folders
+def _share_like_umask(root: Path) -> None:
+    """mkdtemp/mkstemp make private (0700/0600) entries; give them the modes a plain mkdir/open would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [root, *root.rglob("*")]:
+        with contextlib.suppress(OSError):
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not possible on every platform; best effort
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def make_temp_dir(final: str | os.PathLike) -> Path:
+    """An empty hidden folder beside ``final`` to build it in. Example: ``tmp = make_temp_dir("out/model")``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Swap a fully written folder ``tmp`` in as ``final`` with renames.
+
+    The old ``final`` is first renamed to ``.<name>.old``, then ``tmp`` becomes ``final``, then
+    the old one is deleted. A kill at any moment leaves a complete folder at ``final`` or at
+    ``.<name>.old`` (:func:`recover_dir` puts it back), never a half-written one.
+
+    Example:
+        >>> replace_dir(make_temp_dir("out/ckpt"), "out/ckpt")
+    """
+    tmp, final = Path(tmp), Path(final)
+    _share_like_umask(tmp)
+    _fsync_tree(tmp)
+    old = final.parent / f".{final.name}.old"
+    if old.exists() and final.exists():
+        shutil.rmtree(old)  # a leftover from an earlier interrupted swap; final is newer
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(final: str | os.PathLike) -> Path | None:
+    """After a kill: put back the complete folder :func:`replace_dir` left, drop half-built ones.
+
+    Returns ``final`` if a complete folder is there afterwards, else None.
+    Example: ``recover_dir("runs/a/checkpoint")``.
+    """
+    final = Path(final)
+    old = final.parent / f".{final.name}.old"
+    if not final.exists() and old.exists():
+        os.replace(old, final)
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    if final.parent.exists():
+        for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final if final.exists() else None

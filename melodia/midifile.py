@@ -18,14 +18,14 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from .errors import BadInputError, BadMidiError
 
 if TYPE_CHECKING:  # pragma: no cover
     import symusic
 
-    ScoreLike = Union[str, os.PathLike, bytes, "symusic.Score"]
+    ScoreLike = str | os.PathLike | bytes | symusic.Score
 
 MAX_MIDI_BYTES = 64 * 1024 * 1024   # larger is no MIDI file a person made
 MAX_NOTES = 500_000                 # ~100× a dense orchestral piece

@@ -21,25 +21,28 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import math
 import os
+import tempfile
 import wave
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from .errors import BadInputError, BadMidiError, MelodiaError, OutputExistsError
 from .fileio import atomic_write, write_bytes
 from .midifile import load_score
+from .music.meter import bar_starts, meter_at
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import music21
-    import numpy as np
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
     import symusic
 
-    ScoreLike = Union[str, os.PathLike, bytes, symusic.Score]
+    ScoreLike = str | os.PathLike | bytes | symusic.Score
 
 __all__ = [
     "load_score", "write_midi", "render_audio", "render_wav", "render_musicxml", "render_png",
@@ -96,8 +99,6 @@ def default_soundfont() -> Path:
         >>> default_soundfont().name
         'TimGM6mb.sf2'
     """
-    import importlib.util
-
     spec = importlib.util.find_spec("pretty_midi")  # locate it without importing it
     folders = list(spec.submodule_search_locations or []) if spec else []
     for folder in folders:
@@ -136,7 +137,7 @@ def _read_soundfont(path: str, mtime_ns: int, size: int) -> bytes:
 
 def _end_seconds(score: "symusic.Score") -> tuple[float, float]:
     """(when the last note or pedal ends, when the last event of any kind happens), seconds."""
-    import numpy as np
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
 
     sec = score.to("second")
     notes_end = 0.0
@@ -179,7 +180,7 @@ def _synth_midi(score: "symusic.Score", gain: float, tail_s: float) -> bytes:
 
 def _run_synth(sf_path: Path, sf_data: bytes, midi: bytes, label: str) -> "np.ndarray":
     import midirenderer
-    import numpy as np
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
 
     try:
         wav_bytes = midirenderer.render_wave_from(sf_data, midi)
@@ -205,13 +206,15 @@ def _run_synth(sf_path: Path, sf_data: bytes, midi: bytes, label: str) -> "np.nd
     return audio
 
 
-def _resample(x: "np.ndarray", src: int, dst: int) -> "np.ndarray":
+def resample(x: "np.ndarray", src: int, dst: int) -> "np.ndarray":
     """Band-limited resampling of (n, channels) audio from ``src`` Hz to ``dst`` Hz.
 
     Block FFT resampling (overlapping blocks, cosine roll-off over the top 10% of the shared
     band): exact for any rational ratio, float32 in and out, memory linear in the length.
+
+    Example: ``resample(audio_48k, 48000, 44100).shape[0] == 44100  # for one second in``
     """
-    import numpy as np
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
 
     if src == dst:
         return x.astype(np.float32, copy=False)
@@ -260,7 +263,7 @@ def render_audio(score: "ScoreLike", soundfont: str | os.PathLike | None = None,
     Example:
         >>> audio = render_audio("song.mid")   # audio.shape == (n, 2), 44100 Hz
     """
-    import numpy as np
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
 
     label = _label(score)
     score = load_score(score, label)
@@ -280,7 +283,7 @@ def render_audio(score: "ScoreLike", soundfont: str | os.PathLike | None = None,
     raw_end = min(len(raw), int(round((notes_end + RELEASE_S) * SYNTH_RATE)))
     raw = raw[:raw_end]
 
-    audio = _resample(raw, SYNTH_RATE, sample_rate)
+    audio = resample(raw, SYNTH_RATE, sample_rate)
     audio *= 1.0 / 32768.0
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak > 0:
@@ -318,15 +321,13 @@ def wav_bytes(score: "ScoreLike", soundfont: str | os.PathLike | None = None, sa
 
     Example: ``data = wav_bytes(piece.to_score(), sample_rate=22050)``
     """
-    import io
-
     buf = io.BytesIO()
     _write_wav(buf, render_audio(score, soundfont=soundfont, sample_rate=sample_rate), sample_rate)
     return buf.getvalue()
 
 
 def _write_wav(f, audio: "np.ndarray", sample_rate: int) -> None:
-    import numpy as np
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
 
     with wave.open(f, "wb") as w:
         w.setnchannels(audio.shape[1])
@@ -396,8 +397,6 @@ def musicxml_bytes(score: "ScoreLike", title: str | None = None, compressed: boo
                 stream.insert(0, metadata.Metadata())
             stream.metadata.title = title
         if ext == ".mxl":
-            import tempfile
-
             with tempfile.TemporaryDirectory() as tmp:
                 out = stream.write("mxl", fp=Path(tmp) / "score.mxl")
                 data = Path(out).read_bytes()
@@ -412,29 +411,6 @@ def musicxml_bytes(score: "ScoreLike", title: str | None = None, compressed: boo
 
 
 # ----------------------------------------------------------------------------- piano roll
-
-def _bar_ticks(score: "symusic.Score", end: int) -> list[int]:
-    """Bar start ticks up to ``end``, plus the tick closing the last bar.
-
-    Follows ``miditok.utils.get_bars_ticks``: 4/4 until the first valid time signature; a
-    time signature starts a new bar where it stands; of several on one tick the last wins.
-    """
-    tpq = score.ticks_per_quarter
-    sigs: dict[int, tuple[int, int]] = {}
-    for ts in score.time_signatures:
-        if ts.numerator > 0 and ts.denominator > 0:
-            sigs[ts.time] = (ts.numerator, ts.denominator)
-    sigs.setdefault(0, (4, 4))
-    times = sorted(sigs)
-    bars: list[int] = []
-    tpb = 4 * tpq
-    for i, t in enumerate(times):
-        num, den = sigs[t]
-        tpb = max(1, round(tpq * 4 * num / den))
-        stop = times[i + 1] if i + 1 < len(times) else max(end, 1)
-        bars.extend(range(t, stop, tpb))
-    return bars + [bars[-1] + tpb]
-
 
 def _gm_name(program: int, is_drum: bool) -> str:
     if is_drum:
@@ -455,12 +431,9 @@ def render_png(score: "ScoreLike", path: str | os.PathLike, title: str | None = 
     Example:
         >>> render_png(score, "calm.png", title="calm · F major · 8 bars")
     """
-    import matplotlib.colors as mcolors
-    import numpy as np
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state
-    from matplotlib.collections import LineCollection, PolyCollection
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     path = Path(path)
     _check_target(path, force)
@@ -471,44 +444,66 @@ def render_png(score: "ScoreLike", path: str | os.PathLike, title: str | None = 
     tracks = [t for t in score.tracks if len(t.notes)]
     arrays = [t.notes.numpy() for t in tracks]
     end = max(int(np.max(a["time"] + a["duration"])) for a in arrays)
-    bounds = np.asarray(_bar_ticks(score, end), dtype=np.float64)
+    bounds = np.asarray(bar_starts(score, end, close=True), dtype=np.float64)
     n_bars = len(bounds) - 1
-    to_x = lambda ticks: np.interp(ticks, bounds, np.arange(len(bounds)))  # noqa: E731
 
     pitches = np.concatenate([a["pitch"].astype(int) for a in arrays])
     lo, hi = int(pitches.min()), int(pitches.max())
     if hi - lo < 12:
         lo, hi = lo - (12 - (hi - lo)) // 2, lo - (12 - (hi - lo)) // 2 + 12
-    ylo, yhi = lo - 1.5, hi + 1.5
 
     fig = Figure(figsize=(16, 6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_xlim(0, n_bars)
-    ax.set_ylim(ylo, yhi)
+    ax.set_ylim(lo - 1.5, hi + 1.5)
     ax.set_facecolor("white")
+    _draw_grid(ax, score, bounds, lo, hi)
+    handles = _draw_notes(ax, tracks, arrays, bounds)
+    _label_axes(ax, score, n_bars, lo, hi, title)
+    if handles:
+        # outside the axes, so the legend never hides notes
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False,
+                   ncol=max(1, math.ceil(len(handles) / 24)))
 
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_bytes(path, buf.getvalue(), force=force)
+    return path
+
+
+def _draw_grid(ax, score: "symusic.Score", bounds: "np.ndarray", lo: int, hi: int) -> None:
+    """Black-key rows shaded, beat lines (light, up to 64 bars) and bar lines (dark, up to 512)."""
+    from matplotlib.collections import LineCollection, PolyCollection
+
+    n_bars = len(bounds) - 1
+    ylo, yhi = lo - 1.5, hi + 1.5
     # black-key rows shaded, like a keyboard turned on its side
     black = [p for p in range(lo - 1, hi + 2) if p % 12 in (1, 3, 6, 8, 10)]
     ax.add_collection(PolyCollection(
         [[(0, p - 0.5), (n_bars, p - 0.5), (n_bars, p + 0.5), (0, p + 0.5)] for p in black],
         facecolors="0.94", edgecolors="none", zorder=0))
-    # beat lines (light) and bar lines (dark)
     if n_bars <= 64:
         beats = []
-        sig_at = sorted((ts.time, ts.numerator) for ts in score.time_signatures
-                        if ts.numerator > 0 and ts.denominator > 0)
         for i in range(n_bars):
-            num = 4
-            for t, n in sig_at:
-                if t <= bounds[i]:
-                    num = n
+            num = meter_at(score, int(bounds[i]))[0]
             beats += [i + j / num for j in range(1, num)]
         ax.add_collection(LineCollection([[(x, ylo), (x, yhi)] for x in beats],
                                          colors="0.85", linewidths=0.6, zorder=1))
     if n_bars <= 512:
         ax.add_collection(LineCollection([[(x, ylo), (x, yhi)] for x in range(n_bars + 1)],
                                          colors="0.45", linewidths=0.9, zorder=1))
+
+
+def _draw_notes(ax, tracks: list, arrays: list, bounds: "np.ndarray") -> list:
+    """Each track's notes as boxes (opacity from velocity); returns the legend's handles."""
+    import matplotlib.colors as mcolors
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    def to_x(ticks: "np.ndarray") -> "np.ndarray":
+        return np.interp(ticks, bounds, np.arange(len(bounds)))
 
     palette = list(mcolors.TABLEAU_COLORS.values())
     handles = []
@@ -526,8 +521,13 @@ def render_png(score: "ScoreLike", path: str | os.PathLike, title: str | None = 
                                          linewidths=0.4, zorder=2))
         name = track.name.strip() or _gm_name(track.program, track.is_drum)
         handles.append(Patch(color=colour, label=name))
+    return handles
 
-    # axes: bars (numbered from 1) and pitch names (C4 = MIDI 60)
+
+def _label_axes(ax, score: "symusic.Score", n_bars: int, lo: int, hi: int, title: str | None) -> None:
+    """Bars numbered from 1, pitch names (C4 = MIDI 60), and the title with bars, meter, tempo, length."""
+    import numpy as np  # heavy here: `import melodia.render` stays cheap (tests/test_render.py)
+
     step = max(1, math.ceil(n_bars / 32))
     ax.set_xticks(np.arange(0, n_bars, step) + 0.0, [str(b + 1) for b in range(0, n_bars, step)])
     names = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
@@ -548,15 +548,6 @@ def render_png(score: "ScoreLike", path: str | os.PathLike, title: str | None = 
     ax.set_title(title or info, loc="left", fontsize=13)
     if title:
         ax.set_title(info, loc="right", fontsize=9, color="0.35")
-    if handles:
-        # outside the axes, so the legend never hides notes
-        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False,
-                   ncol=max(1, math.ceil(len(handles) / 24)))
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    write_bytes(path, buf.getvalue(), force=force)
-    return path
 
 
 # ----------------------------------------------------------------------------- by extension

@@ -62,24 +62,26 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
-import ipaddress
 import json
 import logging
-import socket
 import sys
-import threading
 import time
 import traceback
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import urlsplit
 
+from .api import Composer
 from .errors import BadInputError, MelodiaError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .api import Composer
+from .generate import MAX_BARS, MAX_N
+from .music.instruments import INSTRUMENTS
+from .music.keys import KEY_NAMES
+from .music.moods import ALIASES, CANONICAL_MOODS, mood_valence_arousal
+from .render import musicxml_bytes, wav_bytes
+from .request import MAX_PROMPT_NOTES, TEMPO_RANGE, RequestError, bad, parse_render, parse_request, score_of
+from .server import MAX_WAITING, QUEUE_TIMEOUT, MelodiaServer, is_loopback
+from .version import __version__
 
 __all__ = ["make_server", "serve", "add_serve_arguments", "cli_serve", "parse_request", "warm_up",
            "MelodiaServer", "DEFAULT_HOST", "DEFAULT_PORT", "MAX_BODY"]
@@ -89,450 +91,14 @@ log = logging.getLogger("melodia.serve")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY = 1024 * 1024          # bytes of request body (1 MiB)
-MAX_BARS = 64
-MAX_N = 16
-MAX_PROMPT_NOTES = 10_000
-MAX_INSTRUMENTS = 16
-MAX_TAGS = 16
-SOCKET_TIMEOUT = 10.0           # seconds for any one socket read or write
-READ_DEADLINE = 30.0            # seconds from connecting until the whole request (headers, body) is in
-MAX_CONNECTIONS = 32            # connections served at once; more get 503 at once
-QUEUE_TIMEOUT = 120.0           # seconds a request may wait for the model
-MAX_WAITING = 8                 # requests waiting for the model at once; more get 503 at once
-LOOPBACK_NAMES = {"localhost", "localhost.", "127.0.0.1", "::1"}
 
-# The JSON fields a POST may carry, and what each must be.
-_GENERATE_FIELDS = {"mood", "valence", "arousal", "bars", "key", "tempo", "meter", "instruments", "n", "seed",
-                    "temperature", "guidance", "top_k", "top_p", "tags", "in_key", "leading_tone",
-                    "dynamics", "chords", "form", "vary", "include_midi", "include_notes"}
-_PROMPT_FIELDS = {"prompt", "midi_base64", "context_bars", "include_prompt"}
 _POST_ROUTES = ("/generate", "/continue", "/infill", "/render")
 _GET_ROUTES = ("/", "/api", "/health", "/moods")
-MAX_RENDERS = 2                 # audio / MusicXML renders at once (CPU-bound, outside the model lock)
 #: what the composing page may load: itself, its own inline script and style, and the media it
 #: makes from the server's answers; nothing from anywhere else
 PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' blob:; "
             "media-src blob: data:; img-src blob: data:; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'")
-_RENDER_FIELDS = {"midi_base64", "format", "sample_rate"}
-
-
-def page_bytes() -> bytes:
-    """The composing page ``GET /`` answers (``melodia/web/index.html``, shipped in the wheel).
-
-    Example: ``len(page_bytes())  # ~25 kB``
-    """
-    from importlib.resources import files
-
-    return files("melodia").joinpath("web", "index.html").read_bytes()
-
-
-def parse_render(body: Any) -> tuple[bytes, str, int]:
-    """Check a ``POST /render`` body: ``(midi bytes, "wav" | "musicxml", sample rate)``.
-
-    Example: ``parse_render({"midi_base64": b64, "format": "wav"})[1]  # 'wav'``
-    """
-    if not isinstance(body, dict):
-        raise _bad("the request body must be a JSON object, like {\"midi_base64\": \"...\", \"format\": \"wav\"}")
-    unknown = sorted(set(body) - _RENDER_FIELDS)
-    if unknown:
-        raise _bad(f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(_RENDER_FIELDS))}")
-    fmt = _str_field(body, "format", "wav", max_len=16)
-    if fmt not in ("wav", "musicxml"):
-        raise _bad(f"format {fmt!r}: use \"wav\" or \"musicxml\"")
-    rate = _int_field(body, "sample_rate", 8000, 48000, 44100)
-    data = body.get("midi_base64")
-    if not isinstance(data, str) or not data.strip():
-        raise _bad("/render needs \"midi_base64\": a MIDI file, base64-encoded (a piece's midi_base64)")
-    try:
-        raw = base64.b64decode(data.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad("midi_base64 is not valid base64") from None
-    return raw, fmt, rate
-
-
-class RequestError(Exception):
-    """A request the server refuses: HTTP status and a message for the client."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-# ============================================================================ validation
-def _bad(msg: str) -> RequestError:
-    return RequestError(400, msg)
-
-
-def _int_field(body: dict, name: str, lo: int, hi: int, default: Any) -> Any:
-    v = body.get(name, default)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _bad(f"{name} must be an integer from {lo} to {hi}, got {json.dumps(v)}")
-    if not lo <= v <= hi:
-        raise _bad(f"{name} {v} is out of range: must be from {lo} to {hi}")
-    return v
-
-
-def _num_field(body: dict, name: str, lo: float, hi: float, default: Any, lo_open: bool = False) -> Any:
-    v = body.get(name, default)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
-        raise _bad(f"{name} must be a number, got {json.dumps(v)}")
-    if v < lo or v > hi or (lo_open and v == lo):
-        raise _bad(f"{name} {v} is out of range: must be {'above' if lo_open else 'from'} {lo:g} "
-                   f"{'and at most' if lo_open else 'to'} {hi:g}")
-    return float(v)
-
-
-def _str_field(body: dict, name: str, default: Any, max_len: int = 64) -> Any:
-    v = body.get(name, default)
-    if v is None:
-        return default
-    if not isinstance(v, str):
-        raise _bad(f"{name} must be a string, got {json.dumps(v)[:80]}")
-    if len(v) > max_len:
-        raise _bad(f"{name} is too long ({len(v)} characters; limit {max_len})")
-    return v
-
-
-def _bool_field(body: dict, name: str, default: bool) -> bool:
-    v = body.get(name, default)
-    if not isinstance(v, bool):
-        raise _bad(f"{name} must be true or false, got {json.dumps(v)[:80]}")
-    return v
-
-
-def _list_field(body: dict, name: str, limit: int, item_ok: Callable[[Any], bool], what: str) -> Any:
-    v = body.get(name)
-    if v is None:
-        return None
-    if isinstance(v, (str, int)) and not isinstance(v, bool) and item_ok(v):
-        v = [v]
-    if not isinstance(v, list) or not all(item_ok(x) for x in v):
-        raise _bad(f"{name} must be a list of {what}, got {json.dumps(v)[:80]}")
-    if len(v) > limit:
-        raise _bad(f"{name}: {len(v)} items is too many (limit {limit})")
-    return v
-
-
-def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """Check a POST body and turn it into a Composer call.
-
-    Returns ``(method, kwargs, options)``: ``method`` is ``"generate"`` or ``"continue_from"``,
-    ``kwargs`` its keyword arguments, ``options`` the response switches (``include_midi``,
-    ``include_notes``). Raises :class:`RequestError` (400) naming the first bad field.
-
-    Example:
-        >>> parse_request({"mood": "calm", "bars": 8}, composer, "/generate")[0]
-        'generate'
-    """
-    if not isinstance(body, dict):
-        raise _bad("the request body must be a JSON object, like {\"mood\": \"calm\", \"bars\": 8}")
-    unknown = sorted(set(body) - _GENERATE_FIELDS - _PROMPT_FIELDS)
-    if unknown:
-        raise _bad(f"unknown field(s) {', '.join(map(repr, unknown))}; known: "
-                   f"{', '.join(sorted(_GENERATE_FIELDS | _PROMPT_FIELDS))}")
-    has_prompt = body.get("prompt") is not None or body.get("midi_base64") is not None
-    if route in ("/continue", "/infill") and not has_prompt:
-        raise _bad(f"{route} needs a prompt: \"prompt\" (a list of notes) or \"midi_base64\" (a MIDI file)")
-    if route == "/infill":
-        span = body.get("bars")
-        if span is None:
-            raise _bad("/infill needs \"bars\": the first and last bar to rewrite, like [5, 8] or \"5-8\"")
-        if "include_prompt" in body:
-            raise _bad("include_prompt does not apply to /infill: the whole clip always comes back")
-        if not isinstance(span, (list, str, int)) or isinstance(span, bool) or \
-                (isinstance(span, list) and len(span) > 2):
-            raise _bad(f"bars {span!r}: give the first and last bar to rewrite, like [5, 8] or \"5-8\"")
-        from .api import parse_bar_span
-
-        try:
-            span = parse_bar_span(span)
-        except BadInputError as e:
-            raise _bad(str(e)) from None
-        body = {k: v for k, v in body.items() if k != "bars"}
-    for name in ("form", "vary"):
-        if name in body and (has_prompt or route != "/generate"):
-            raise _bad(f"{name} applies to a new piece (POST /generate with no prompt)")
-    if not has_prompt:
-        extra = sorted(k for k in ("context_bars", "include_prompt") if k in body)
-        if extra:
-            raise _bad(f"{', '.join(extra)} only apply with a prompt (\"prompt\" or \"midi_base64\")")
-
-    mood = _str_field(body, "mood", None)
-    valence = _num_field(body, "valence", -1.0, 1.0, None)
-    arousal = _num_field(body, "arousal", -1.0, 1.0, None)
-    try:
-        composer.resolve_mood(mood, valence, arousal)
-    except BadInputError as e:
-        raise _bad(str(e)) from None
-    kw: dict[str, Any] = {
-        "mood": mood, "valence": valence, "arousal": arousal,
-        "bars": _int_field(body, "bars", 1, MAX_BARS, 8 if not has_prompt else 4),
-        "key": _str_field(body, "key", None),
-        "n": _int_field(body, "n", 1, MAX_N, 1),
-        "seed": _int_field(body, "seed", -(2 ** 63), 2 ** 64 - 1, None),
-        "temperature": _num_field(body, "temperature", 0.0, 10.0, 1.0, lo_open=True),
-        "guidance": _num_field(body, "guidance", 0.0, 20.0, 1.0),
-        "top_k": _int_field(body, "top_k", 0, 100_000, 0),
-        "top_p": _num_field(body, "top_p", 0.0, 1.0, 0.95, lo_open=True),
-        "instruments": _list_field(body, "instruments", MAX_INSTRUMENTS,
-                                   lambda x: (isinstance(x, str) and len(x) <= 64)
-                                   or (isinstance(x, int) and not isinstance(x, bool)),
-                                   "instrument names or General MIDI programs"),
-        "tags": _list_field(body, "tags", MAX_TAGS, lambda x: isinstance(x, str) and len(x) <= 64, "tags") or (),
-        "in_key": _bool_field(body, "in_key", True),
-        "leading_tone": _bool_field(body, "leading_tone", False),
-        "dynamics": _str_field(body, "dynamics", "mood", max_len=8),
-    }
-    if kw["dynamics"] not in ("mood", "flat"):
-        raise _bad(f"dynamics {kw['dynamics']!r}: use \"mood\" or \"flat\"")
-    tempo = _num_field(body, "tempo", 20.0, 400.0, None)
-    meter = _str_field(body, "meter", None, max_len=8)
-    meter = meter.replace(" ", "") if meter is not None else None
-    # the rest of the checks the model would make, done before queueing for it
-    from .generate import resolve_instruments
-    from .moods import parse_key
-
-    try:
-        if kw["key"] is not None:
-            parse_key(kw["key"])
-        if kw["instruments"] is not None:
-            resolve_instruments(kw["instruments"])
-    except BadInputError as e:
-        raise _bad(str(e)) from None
-    if meter is not None and meter not in composer.meters:
-        raise _bad(f"meter {meter!r} is not one this model writes; use one of {', '.join(composer.meters)}")
-    options = {"include_midi": _bool_field(body, "include_midi", True),
-               "include_notes": _bool_field(body, "include_notes", True)}
-    chords = _str_field(body, "chords", None, max_len=512)
-    if not has_prompt:
-        form = _str_field(body, "form", None, max_len=16)
-        vary = _bool_field(body, "vary", False)
-        from .generate import GenerationConfig
-
-        try:  # the form and chords checked here, not after waiting for the model
-            GenerationConfig(bars=kw["bars"], meter=meter or "4/4", chords=chords, form=form, vary=vary).validate()
-        except BadInputError as e:
-            raise _bad(str(e)) from None
-        kw.update(tempo=tempo, meter=meter or "4/4", chords=chords, form=form, vary=vary)
-        return "generate", kw, options
-    if route == "/infill":
-        kw["bars"] = span
-    if chords is not None:  # the new bars' chords (a continuation's or the rewritten ones)
-        from .generate import GenerationConfig
-
-        try:
-            GenerationConfig(bars=min(span[1] - span[0] + 1, MAX_BARS) if route == "/infill" else kw["bars"],
-                             chords=chords).validate()
-        except BadInputError as e:
-            raise _bad(str(e)) from None
-    kw["chords"] = chords
-
-    if body.get("prompt") is not None and body.get("midi_base64") is not None:
-        raise _bad("give either \"prompt\" (notes) or \"midi_base64\", not both")
-    kw["context_bars"] = _int_field(body, "context_bars", 1, MAX_BARS, 4)
-    if route != "/infill":
-        kw["include_prompt"] = _bool_field(body, "include_prompt", True)
-    if body.get("prompt") is not None:
-        notes = body["prompt"]
-        if not isinstance(notes, list) or not notes:
-            raise _bad("prompt must be a non-empty list of notes like "
-                       "{\"pitch\": 60, \"start_beat\": 0, \"duration_beats\": 1}")
-        if len(notes) > MAX_PROMPT_NOTES:
-            raise _bad(f"prompt: {len(notes)} notes is too many (limit {MAX_PROMPT_NOTES})")
-        from .api import notes_to_score
-
-        try:  # tempo and meter describe the prompt notes
-            kw["prompt"] = notes_to_score(notes, tempo=120.0 if tempo is None else tempo, meter=meter or "4/4")
-        except BadInputError as e:
-            raise _bad(f"prompt: {e}") from None
-    else:
-        if tempo is not None or meter is not None:
-            raise _bad("tempo and meter describe \"prompt\" notes; a \"midi_base64\" prompt brings its own")
-        data = body["midi_base64"]
-        if not isinstance(data, str):
-            raise _bad("midi_base64 must be a base64 string of a MIDI file")
-        try:
-            raw = base64.b64decode(data.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise _bad("midi_base64 is not valid base64") from None
-        from .midifile import load_score
-
-        try:
-            kw["prompt"] = load_score(raw, "midi_base64")  # bytes, never a path
-        except MelodiaError as e:
-            raise _bad(str(e)) from None
-    return ("infill" if route == "/infill" else "continue_from"), kw, options
-
-
-# ============================================================================ the server
-class MelodiaServer(ThreadingHTTPServer):
-    """A ``ThreadingHTTPServer`` holding one Composer, its lock and the limits.
-
-    Example:
-        >>> server = make_server(composer, port=0); server.server_address[1]   # the free port
-    """
-
-    daemon_threads = True
-    block_on_close = False      # server_close joins the handler threads itself, with a time limit
-    request_queue_size = 64
-    close_timeout = 10.0        # seconds server_close waits for requests in progress
-
-    def __init__(self, address: tuple[str, int], composer: "Composer", *, queue_timeout: float = QUEUE_TIMEOUT,
-                 max_waiting: int = MAX_WAITING, max_connections: int = MAX_CONNECTIONS,
-                 socket_timeout: float = SOCKET_TIMEOUT, read_deadline: float = READ_DEADLINE,
-                 quiet: bool = False):
-        host = address[0]
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.composer = composer
-        self.queue_timeout = float(queue_timeout)
-        self.max_waiting = int(max_waiting)
-        self.socket_timeout = float(socket_timeout)
-        self.read_deadline = float(read_deadline)
-        self.quiet = quiet
-        self.loopback_only = _is_loopback(host)
-        self.model_lock = threading.Lock()
-        self._count_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self.waiting = 0
-        self.served = 0
-        self.started = time.monotonic()
-        self._reading: dict[Any, float] = {}   # connection -> when its request must be in
-        self._handlers: set[threading.Thread] = set()
-        self._watchdog: threading.Thread | None = None
-        self._closed = threading.Event()
-        self.renders = threading.BoundedSemaphore(MAX_RENDERS)
-        self.page = page_bytes()  # read once: GET / answers from memory
-        super().__init__(address, MelodiaHandler)
-
-    # ---- a request must arrive within read_deadline of connecting
-    def start_reading(self, conn: Any) -> float:
-        """Register a new connection with the watchdog; returns its deadline (monotonic s)."""
-        deadline = time.monotonic() + self.read_deadline
-        with self._count_lock:
-            self._reading[conn] = deadline
-            if self._watchdog is None:
-                self._watchdog = threading.Thread(target=self._watch, name="melodia-watchdog", daemon=True)
-                self._watchdog.start()
-        return deadline
-
-    def done_reading(self, conn: Any) -> None:
-        """The request is in (or the connection is over): the watchdog lets it be."""
-        with self._count_lock:
-            self._reading.pop(conn, None)
-
-    def _watch(self) -> None:
-        while not self._closed.wait(0.25):
-            now = time.monotonic()
-            with self._count_lock:
-                late = [c for c, d in self._reading.items() if d < now]
-                for c in late:
-                    del self._reading[c]
-            for c in late:  # the handler's blocked read returns EOF and the thread ends
-                try:
-                    c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def server_close(self) -> None:
-        """Stop listening, cut connections whose request is not in yet, and wait (at most
-        ``close_timeout`` s) for requests in progress; later waiters for the model get 503.
-
-        The threads hold references to the server and so to the model: they are let go before
-        the caller exits, since a daemon thread freeing torch tensors while Python shuts down
-        aborts the process.
-        """
-        self._closed.set()
-        super().server_close()
-        with self._count_lock:
-            reading = list(self._reading)
-            self._reading.clear()
-            threads = [t for t in (self._watchdog, *self._handlers) if t is not None]
-        for c in reading:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        end = time.monotonic() + self.close_timeout
-        for t in threads:
-            if t is not threading.current_thread():
-                t.join(max(0.0, end - time.monotonic()))
-
-    # ---- at most max_connections handler threads; the rest are refused at once
-    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: D102
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                body = b'{"error": "server busy: too many connections", "status": 503}'
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
-                                + str(len(body)).encode() + b"\r\n\r\n" + body)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:  # noqa: D102
-        me = threading.current_thread()
-        with self._count_lock:
-            self._handlers.add(me)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._count_lock:
-                self._handlers.discard(me)
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: D102
-        log.error("error while serving %s:\n%s", client_address, traceback.format_exc())
-
-    # ---- the model, one request at a time
-    def run_model(self, method: str, kwargs: dict[str, Any]) -> list:
-        """Run one Composer call under the model lock, waiting at most ``queue_timeout``."""
-        with self._count_lock:
-            if self.waiting >= self.max_waiting:
-                raise RequestError(503, f"server busy: {self.waiting} requests are already waiting; try again",
-                                   {"Retry-After": "2"})
-            self.waiting += 1
-        try:
-            got = self.model_lock.acquire(timeout=self.queue_timeout)
-        finally:
-            with self._count_lock:
-                self.waiting -= 1
-        if not got:
-            raise RequestError(503, f"server busy: waited {self.queue_timeout:g} s for the model; try again",
-                               {"Retry-After": "5"})
-        try:
-            if self._closed.is_set():
-                raise RequestError(503, "the server is shutting down")
-            pieces = getattr(self.composer, method)(**kwargs)
-        finally:
-            self.model_lock.release()
-        with self._count_lock:
-            self.served += 1
-        return pieces
-
-    @property
-    def busy(self) -> bool:
-        """Whether a generation is running now."""
-        return self.model_lock.locked()
-
-    @property
-    def url(self) -> str:
-        """``http://host:port`` of the listening socket. Example: ``server.url``."""
-        host, port = self.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _declared_length(headers: Any) -> int:
@@ -542,33 +108,22 @@ def _declared_length(headers: Any) -> int:
         return 0
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class MelodiaHandler(BaseHTTPRequestHandler):
     """One connection: one request, one JSON answer, then the connection closes."""
 
     server: MelodiaServer
     protocol_version = "HTTP/1.1"   # so Expect: 100-continue is answered (curl sends it for bodies > 1 KB)
 
-    def version_string(self) -> str:  # noqa: D102
-        from . import __version__
-
+    def version_string(self) -> str:
         return f"melodia/{__version__}"
 
-    def setup(self) -> None:  # noqa: D102
+    def setup(self) -> None:
         self.timeout = self.server.socket_timeout   # StreamRequestHandler applies it to the socket
         self._deadline = self.server.start_reading(self.request)
         self._body_pending = 0                       # bytes the client may still be sending
         super().setup()
 
-    def finish(self) -> None:  # noqa: D102
+    def finish(self) -> None:
         self.server.done_reading(self.request)
         try:
             super().finish()
@@ -576,7 +131,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             pass
 
     # ---- plumbing
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, D102
+    def log_message(self, format: str, *args: Any) -> None:
         if not self.server.quiet:
             log.info("%s %s", self.address_string(), format % args)
 
@@ -624,14 +179,8 @@ class MelodiaHandler(BaseHTTPRequestHandler):
 
     def _render(self, body: Any) -> None:
         """``POST /render``: a MIDI file (base64) → ``{"format", "mime", "base64", "bytes"}``."""
-        from .midifile import load_score
-        from .render import musicxml_bytes, wav_bytes
-
         raw, fmt, rate = parse_render(body)
-        try:
-            score = load_score(raw, "midi_base64")
-        except MelodiaError as e:
-            raise _bad(str(e)) from None
+        score = score_of(raw)
         if not self.server.renders.acquire(timeout=self.server.queue_timeout):
             raise RequestError(503, "server busy rendering; try again", {"Retry-After": "2"})
         try:
@@ -639,7 +188,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             try:
                 data = wav_bytes(score, sample_rate=rate) if fmt == "wav" else musicxml_bytes(score)
             except MelodiaError as e:
-                raise _bad(str(e)) from None
+                raise bad(str(e)) from None
             elapsed = time.perf_counter() - t0
         finally:
             self.server.renders.release()
@@ -670,7 +219,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
     def _fail(self, e: RequestError) -> None:
         self.send_json(e.status, {"error": e.message, "status": e.status}, e.headers)
 
-    def handle_expect_100(self) -> bool:  # noqa: D102
+    def handle_expect_100(self) -> bool:
         # refuse a bad or oversized body before the client sends it
         if self.command == "POST":
             try:
@@ -691,7 +240,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             name = host[1:].split("]", 1)[0]
         else:                                          # localhost:8765, 127.0.0.1
             name = host.split(":", 1)[0] if host.count(":") <= 1 else host
-        if not _is_loopback(name):
+        if not is_loopback(name):
             raise RequestError(403, f"Host {host[:100]!r} is not this machine: the server only answers "
                                     "requests addressed to localhost")
 
@@ -721,7 +270,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
                 raise RequestError(408, f"the request took longer than {self.server.read_deadline:g} s to arrive")
             try:
                 chunk = self.rfile.read1(min(65536, n - got))
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 raise RequestError(408, f"no data for {self.server.socket_timeout:g} s while reading the "
                                         "body") from None
             except OSError:
@@ -738,7 +287,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
         return urlsplit(self.path).path.rstrip("/") or "/"
 
     # ---- GET
-    def do_GET(self) -> None:  # noqa: N802, D102
+    def do_GET(self) -> None:
         self.server.done_reading(self.request)
         try:
             self._check_host()
@@ -771,8 +320,6 @@ class MelodiaHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _health(self) -> dict[str, Any]:
-        from . import __version__
-
         s = self.server
         info = s.composer.info()
         return {"status": "ok", "version": __version__,
@@ -780,12 +327,9 @@ class MelodiaHandler(BaseHTTPRequestHandler):
                 "busy": s.busy, "waiting": s.waiting, "served": s.served,
                 "uptime_s": round(time.monotonic() - s.started, 1),
                 "limits": {"bars": [1, MAX_BARS], "n": [1, MAX_N], "body_bytes": MAX_BODY,
-                           "prompt_notes": MAX_PROMPT_NOTES, "tempo": [20, 400]}}
+                           "prompt_notes": MAX_PROMPT_NOTES, "tempo": [int(t) for t in TEMPO_RANGE]}}
 
     def _moods(self) -> dict[str, Any]:
-        from .generate import INSTRUMENTS
-        from .moods import ALIASES, CANONICAL_MOODS, KEY_NAMES, mood_valence_arousal
-
         c = self.server.composer
         return {"moods": list(CANONICAL_MOODS) + [m for m in c.moods if m not in CANONICAL_MOODS],
                 "aliases": dict(sorted(ALIASES.items())),
@@ -794,7 +338,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
                 "instruments": dict(sorted(INSTRUMENTS.items()))}
 
     # ---- POST
-    def do_POST(self) -> None:  # noqa: N802, D102
+    def do_POST(self) -> None:
         self._body_pending = _declared_length(self.headers)
         try:
             self._check_host()
@@ -808,7 +352,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             try:
                 body = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
-                raise _bad(f"the body is not valid JSON ({str(e)[:120]})") from None
+                raise bad(f"the body is not valid JSON ({str(e)[:120]})") from None
             if route == "/render":
                 return self._render(body)
             method, kwargs, options = parse_request(body, self.server.composer, route)
@@ -816,7 +360,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             try:
                 pieces = self.server.run_model(method, kwargs)
             except MelodiaError as e:  # unknown key/meter/instrument, unusable prompt ...
-                raise _bad(str(e)) from None
+                raise bad(str(e)) from None
             elapsed = time.perf_counter() - t0
             out = []
             for p in pieces:
@@ -852,7 +396,7 @@ def make_server(composer: "Composer", host: str = DEFAULT_HOST, port: int = DEFA
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise BadInputError(f"port {port!r}: must be from 0 to 65535")
     try:
-        return MelodiaServer((host.strip("[]"), port), composer, **limits)
+        return MelodiaServer((host.strip("[]"), port), composer, MelodiaHandler, **limits)
     except OSError as e:
         raise MelodiaError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
 
@@ -875,8 +419,6 @@ def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAUL
     Example:
         >>> serve("runs/small/model", port=8765)
     """
-    from .api import Composer
-
     composer = Composer.load(model, device=device)
     if warm:
         warm_up(composer)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import glob
 import math
-import random
 import sys
 import tempfile
 import time
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         inf2 = (math.inf, math.inf)
         best = {"ours16": inf2, "hf16": inf2, "hf_plain": inf2, "ours8": inf2, "hf8": inf2}
 
-        def keep(name: str, wall_cpu: tuple) -> None:
+        def keep(name: str, wall_cpu: tuple, best: dict = best) -> None:
             best[name] = (min(best[name][0], wall_cpu[0]), min(best[name][1], wall_cpu[1]))
 
         steps = 256
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{preset:<7}{n_params / 1e6:>7.2f}M{k:>6} | {cell['ours16']:>12}{cell['hf16']:>14}{cell['hf_plain']:>14} | "
               f"{w_o:>7.3f}{w_c:>10.3f}{w_h:>10.3f} | {tp_o:>8.0f}{tp_h:>10.0f} | {setup:>5.2f}")
     print()
-    for (preset, n_params, k, ms, *_r) in rows:
+    for (preset, _n_params, _k, ms, *_r) in rows:
         o = ms["ours16"]
         print(f"{preset}: per token, HF+grammar / ours = {ms['hf16'][0] / o[0]:.2f}x wall, "
               f"{ms['hf16'][1] / o[1]:.2f}x CPU; HF plain / ours = {ms['hf_plain'][0] / o[0]:.2f}x wall")

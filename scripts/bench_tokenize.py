@@ -37,7 +37,7 @@ def main() -> None:
     from miditok import REMI
 
     from melodia.corpus import build_corpus, load_manifest
-    from melodia.tokenizer import tokenize_corpus
+    from melodia.shards import tokenize_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

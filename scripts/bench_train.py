@@ -3,7 +3,7 @@
     python scripts/bench_train.py --preset small                  # synthetic shards, this machine
     python scripts/bench_train.py --preset base --data tokens/ --compile
 
-"ours" is exactly what ``melodia train`` does per step (melodia/train.py: SDPA attention, bf16
+"ours" is exactly what ``melodia train`` does per step (melodia/train/loop.py: SDPA attention, bf16
 autocast on CUDA, fused AdamW, our summed loss, clipping, optional ``torch.compile``). "plain"
 is the recipe ``transformers.Trainer`` gives with its historical defaults: fp32, eager
 attention, AdamW without foreach/fused kernels, the model's own ``labels=`` loss, clipping at 1.0.
@@ -118,8 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from melodia.model import build_model, count_parameters
-    from melodia.train import (IGNORE, ShardData, TrainConfig, TrainStream, autocast_for, conditioning_dropout,
-                               make_optimizer, summed_loss)
+    from melodia.train import (
+        IGNORE,
+        ShardData,
+        TrainConfig,
+        TrainStream,
+        autocast_for,
+        conditioning_dropout,
+        make_optimizer,
+        summed_loss,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)

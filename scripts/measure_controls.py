@@ -36,7 +36,7 @@ def _bars_of(piece, first_bar, count, per_bar=4.0):
 
 
 def chords_figure(c, n: int, seed: int) -> dict:
-    from melodia.harmony import NoteArrays, chord_tone_share, parse_chord
+    from melodia.music.harmony import NoteArrays, chord_tone_share, parse_chord
 
     pieces = c.generate(bars=8, chords="C G Am F", key="C major", n=n, seed=seed)
     chords = [(4.0 * b, parse_chord("C G Am F".split()[b % 4])) for b in range(8)]

@@ -85,7 +85,7 @@ def stage_corpus(a) -> None:
 
 
 def stage_tokenize(a) -> None:
-    from melodia.tokenizer import tokenize_corpus
+    from melodia.shards import tokenize_corpus
 
     # each chunk keeps its piece's mood here: that is what the shipped pretraining read
     s = tokenize_corpus(a.work / "C", a.work / "T0", vocab_size=a.vocab, max_len=a.max_len, key_normalise=False,
@@ -94,7 +94,7 @@ def stage_tokenize(a) -> None:
 
 
 def stage_normalise(a) -> None:
-    from melodia.tokenizer import tokenize_corpus
+    from melodia.shards import tokenize_corpus
 
     base = Path(a.init) / "tokenizer.json" if a.init else a.work / "T0" / "tokenizer.json"
     s = tokenize_corpus(a.work / "C", a.work / "T", max_len=a.max_len, tokenizer=base,
@@ -189,7 +189,8 @@ def stage_moods(a) -> None:
 
     from melodia.generate import GenerationConfig, Generator, shape_dynamics
     from melodia.model import load_model_dir
-    from melodia.moods import CANONICAL_MOODS, MoodEstimator, mood_valence_arousal
+    from melodia.music.mood_estimator import MoodEstimator
+    from melodia.music.moods import CANONICAL_MOODS, mood_valence_arousal
     from melodia.tokenizer import MelodiaTokenizer
 
     model_dir = a.work / "run" / "model"
@@ -240,10 +241,10 @@ def stage_metre(a) -> None:
     import numpy as np
 
     from melodia.corpus import load_manifest
-    from melodia.evaluate import _load_piece, bar_starts, excerpt, metre_harmony, metre_summary
+    from melodia.evaluate import excerpt, load_piece, metre_harmony, metre_summary, note_bars
     from melodia.generate import GenerationConfig, Generator
     from melodia.model import load_model_dir
-    from melodia.moods import CANONICAL_MOODS
+    from melodia.music.moods import CANONICAL_MOODS
     from melodia.tokenizer import MelodiaTokenizer
 
     model_dir = Path(a.metre_model) if a.metre_model else a.work / "run" / "model"
@@ -251,7 +252,7 @@ def stage_metre(a) -> None:
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
     gen = Generator(model, tok, default_programs=default_programs(a.work),
                     tempo_unknown=tempo_unknown(a.work, model_dir / "tokenizer.json")["token"])
-    from melodia.moods import MoodEstimator
+    from melodia.music.mood_estimator import MoodEstimator
 
     figs: dict = {}
     agree: dict = {}
@@ -265,8 +266,8 @@ def stage_metre(a) -> None:
     rng = np.random.default_rng(a.seed)
     real = []
     for i in rng.permutation(len(rows))[:64]:
-        sc = _load_piece(a.work / "C", rows[int(i)])
-        n_bars = len(bar_starts(sc)) - 1
+        sc = load_piece(a.work / "C", rows[int(i)])
+        n_bars = len(note_bars(sc)) - 1
         real.append(metre_harmony(excerpt(sc, int(rng.integers(0, max(n_bars - 16, 0) + 1)), 16)))
     res = {"generated": metre_summary([f for fs in figs.values() for f in fs]),
            "by_mood": {m: metre_summary(fs) for m, fs in figs.items()},
@@ -463,7 +464,7 @@ Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
   quarter of the training chunks rearranged to teach infilling (docs/corpus.md).
 * {report['pieces']:,} pieces after deduplication; {index['splits']['train']['tokens']:,} training
   tokens, {index['splits']['valid']['tokens']:,} validation tokens (split by song).
-* Moods: labelled by melodia's estimator (`melodia/moods.py`), not by people{chunk_note}.
+* Moods: labelled by melodia's estimator (`melodia/music/mood_estimator.py`), not by people{chunk_note}.
 {tempo_note}
 ## Training
 

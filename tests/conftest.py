@@ -61,7 +61,7 @@ def pop909_dir(tmp_path: Path) -> Path:
 def small_shards(tmp_path_factory) -> Path:
     """Corpus + shards built from real MIDI (the POP909 excerpt and made-up pieces)."""
     from melodia.corpus import build_corpus
-    from melodia.tokenizer import tokenize_corpus
+    from melodia.shards import tokenize_corpus
 
     root = tmp_path_factory.mktemp("shards")
     src = root / "midi"

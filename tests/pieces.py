@@ -10,6 +10,10 @@ Example:
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import symusic
 
 
 def made_up_piece(seed: int, num: int, den: int, bars: int = 8, tpq: int = 480) -> "symusic.Score":

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import symusic
+from conftest import POP909, make_piece
 from miditok.utils import get_bars_ticks
 
-from conftest import POP909, make_piece
 from melodia.errors import BadInputError
+from melodia.music.harmony import bar_lines
 from melodia.music.meter import bar_starts, meter_at, parse_meter, ticks_per_bar
 
 
@@ -79,3 +80,14 @@ def test_parse_meter(text, want):
 def test_parse_meter_refuses(bad):
     with pytest.raises(BadInputError, match="write it like"):
         parse_meter(bad)
+
+
+def test_bar_lines_are_the_bar_rule_in_beats():
+    """music.harmony.bar_lines is bar_starts(close=True) in beats, up to the last note's end. Where
+    the float helper it replaced differed: a signature standing where the notes end (it closed
+    the last 4/4 bar with the new meter's length: [0, 4, 7])."""
+    s = _score(480, [(0, 4, 4), (3840, 3, 4)], 3840)
+    assert bar_lines(s).tolist() == [0.0, 4.0, 8.0]
+    s = _score(480, [(0, 3, 4), (2880, 6, 8)], 9000)
+    assert bar_lines(s).tolist() == [t / 480 for t in bar_starts(s, close=True)]
+    assert bar_lines(s, end_beats=6.0).tolist() == [0.0, 3.0, 6.0]

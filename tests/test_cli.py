@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import symusic
-
 from conftest import POP909
+
 from melodia.cli import main
 
 

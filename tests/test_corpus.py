@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import symusic
-
 from conftest import POP909, make_piece
+
 from melodia.cli import main
 from melodia.corpus import build_corpus, corpus_stats, load_manifest, normalise, split_abc, split_of
-from melodia.midifile import load_score
 from melodia.errors import BadMidiError
+from melodia.midifile import load_score
 
 
 def _bad_folder(tmp_path: Path) -> Path:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import symusic
-
 from conftest import POP909
+
 from melodia import evaluate as ev
 from melodia.errors import BadInputError, MelodiaError
 
@@ -176,7 +176,7 @@ def test_onsets_per_second_and_mean_ioi():
 
 
 def test_onsets_per_second_agrees_with_the_mood_estimator():
-    from melodia.moods import extract_features
+    from melodia.music.mood_estimator import extract_features
 
     score = symusic.Score(str(POP909 / "002" / "002.mid"))
     assert ev.onsets_per_second(score) == pytest.approx(extract_features(score).onsets_per_second, rel=1e-6)
@@ -193,11 +193,17 @@ def test_metrics_accept_other_time_units_and_features_collects_them():
     assert ev.mean_ioi(s.to("second")) == pytest.approx(0.5)
 
 
-def test_bar_starts_and_excerpt():
+def test_note_bars_and_excerpt():
     s = piece([(i, 1, 60 + i) for i in range(16)])
-    assert ev.bar_starts(s).tolist() == [0, 1920, 3840, 5760, 7680]
+    assert ev.note_bars(s) == [0, 1920, 3840, 5760, 7680]
     waltz = piece([(i, 1, 60) for i in range(6)], meter=(3, 4))
-    assert ev.bar_starts(waltz).tolist() == [0, 1440, 2880]
+    assert ev.note_bars(waltz) == [0, 1440, 2880]
+    # the one bar rule (melodia.music.meter): a bar cut short by a time signature is a bar, and
+    # the closing bar has the length of the meter in force where it starts
+    changed = piece([(i, 1, 60) for i in range(9)], meter=(4, 4))
+    changed.time_signatures.append(symusic.TimeSignature(int(2.5 * TPQ), 3, 4))
+    assert ev.note_bars(changed) == [0, 1200, 2640, 4080, 5520]
+    assert ev.note_bars(piece([])) == [0, 1920]
     ex = ev.excerpt(s, 1, 2)
     pitches = [n.pitch for n in ex.tracks[0].notes]
     assert pitches == list(range(64, 72)) and ex.tracks[0].notes[0].time == 0
@@ -284,7 +290,8 @@ def test_compare_sets_on_pieces():
 # ---------------------------------------------------------------------------- mood control / validity
 
 def _estimate(mood: str, valence: float, arousal: float, major: bool = True, ops: float | None = 3.0):
-    from melodia.moods import KeyEstimate, MoodEstimate, MoodFeatures
+    from melodia.music.keys import KeyEstimate
+    from melodia.music.mood_estimator import MoodEstimate, MoodFeatures
 
     key = KeyEstimate("C major" if major else "A minor", 0 if major else 9,
                       "major" if major else "minor", 0.8, 0.2 if major else -0.2)
@@ -314,7 +321,7 @@ def test_mood_control_summary():
 
 
 def test_mood_control_with_the_estimator_on_made_up_pieces():
-    from melodia.moods import MoodEstimator
+    from melodia.music.mood_estimator import MoodEstimator
 
     fast_major = piece([(i * 0.25, 0.25, C_MAJOR[i % 7] + 12) for i in range(64)]
                        + [(b * 4, 4, p) for b in range(4) for p in (48, 52, 55)], qpm=150.0)
@@ -412,7 +419,7 @@ def test_likelihood_by_hand_and_windows(tok, tiny_model):
     res = ev.likelihood(tiny_model, tok, [(row, song)], max_len=128)
     music = tok.encode_score(song)
     assert res["tokens"] == len(music) + 1 and math.isfinite(res["nats_per_token"])
-    windows = ev._windows(tok, [1, tok.mood_id("calm"), tok.key_id("E major")], music, 128, {})
+    windows = ev.likelihood_windows(tok, [1, tok.mood_id("calm"), tok.key_id("E major")], music, 128, {})
     assert all(len(w) <= 128 and w[:3] == [1, tok.mood_id("calm"), tok.key_id("E major")] for w, _ in windows)
     assert sum((w[f:] for w, f in windows), []) == music + [2]
     bar = tok.remi.vocab["Bar_None"]
@@ -430,7 +437,7 @@ def _corpus(root: Path) -> Path:
     """A corpus folder (manifest.jsonl + pieces/) of 24-bar (2/4) openings of the POP909
     excerpt's songs: 2 test, 1 valid, 1 train."""
     from melodia.fileio import write_jsonl
-    from melodia.moods import MoodEstimator
+    from melodia.music.mood_estimator import MoodEstimator
 
     rows = []
     (root / "pieces").mkdir(parents=True, exist_ok=True)
@@ -542,9 +549,9 @@ def test_corpus_defaults_to_the_one_the_model_was_trained_on(tmp_path):
     shards = tmp_path / "T"
     shards.mkdir()
     (shards / "index.json").write_text(json.dumps({"corpus": str(corpus)}))
-    assert ev._corpus_from_meta(tmp_path, {"corpus": {"data": str(shards)}}) == corpus
+    assert ev.corpus_from_meta(tmp_path, {"corpus": {"data": str(shards)}}) == corpus
     with pytest.raises(BadInputError, match="give --corpus"):
-        ev._corpus_from_meta(tmp_path, {"corpus": {"data": str(tmp_path / "gone")}})
+        ev.corpus_from_meta(tmp_path, {"corpus": {"data": str(tmp_path / "gone")}})
 
 
 @pytest.mark.slow
@@ -570,7 +577,9 @@ def test_cli_arguments(tmp_path, monkeypatch, capsys):
         return {"likelihood": {"nats_per_token": 1.5, "bits_per_note": 7.0}, "seconds": 3.0,
                 "validity": {"valid_share": 1.0, "exact_bars_share": 0.5},
                 "mood_control": {"quadrant_accuracy": 0.25}}
-    monkeypatch.setattr(ev, "evaluate", fake)
+    from melodia.evaluate import run
+
+    monkeypatch.setattr(run, "evaluate", fake)  # cli_evaluate calls the run module's evaluate
     assert ev.cli_evaluate(p.parse_args(["--corpus", "C", "--out", "R", "--n", "8", "--max-tokens", "0",
                                          "--quiet"])) == 0
     assert seen["n"] == 8 and seen["max_tokens"] is None and seen["model"] is None and not seen["progress"]
@@ -602,11 +611,12 @@ def test_groove_consistency_with_an_onset_in_the_final_bar_start():
 
 
 def test_report_names_folders_without_build_paths(tmp_path, monkeypatch):
-    from melodia.evaluate import _shown_path, default_model_dir
+    from melodia.evaluate import shown_path
+    from melodia.model import DEFAULT_MODEL_DIR
 
     (tmp_path / "runs" / "a").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert _shown_path(default_model_dir()) == "default"
-    assert _shown_path(tmp_path / "runs" / "a") == "runs/a" and _shown_path(Path("runs/a")) == "runs/a"
+    assert shown_path(DEFAULT_MODEL_DIR) == "default"
+    assert shown_path(tmp_path / "runs" / "a") == "runs/a" and shown_path(Path("runs/a")) == "runs/a"
     elsewhere = tmp_path.parent
-    assert _shown_path(elsewhere) == str(elsewhere)  # outside the working directory: as given
+    assert shown_path(elsewhere) == str(elsewhere)  # outside the working directory: as given

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("symusic")
 
-from melodia.errors import BadInputError  # noqa: E402
+from melodia.errors import BadInputError
 
 BAR = 4.0
 
@@ -131,7 +131,6 @@ def test_infill_keeps_every_note_outside_the_span(composer, clip, first, last):
     before = clip.notes
     for p in pieces:
         assert _outside(p.notes, first, last) == _outside(before, first, last)
-        new = _inside(p.notes, first, last)
         lo, hi = (first - 1) * BAR, last * BAR
         assert all(n.end_beat <= hi + 1e-9 for n in p.notes if lo <= n.start_beat < hi)  # new notes end in the span
         assert p.bars == 12 and p.tempo == 96 and p.meter == "4/4"

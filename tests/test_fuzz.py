@@ -5,8 +5,8 @@ import random
 import time
 
 import pytest
-
 from conftest import POP909
+
 from melodia.corpus import normalise
 from melodia.errors import MelodiaError
 from melodia.fuzz import MUTATIONS, mutate_midi

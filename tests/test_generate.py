@@ -23,7 +23,16 @@ from miditok.utils import get_bars_ticks  # noqa: E402
 
 from melodia.errors import BadInputError  # noqa: E402
 from melodia.generate import (  # noqa: E402
-    BAR, MAX_ONSETS, POS, GenerationConfig, Generator, LeanLlama, _Grammar, _State, _Vocab, generate_scores,
+    BAR,
+    MAX_ONSETS,
+    POS,
+    GenerationConfig,
+    Generator,
+    Grammar,
+    LeanLlama,
+    State,
+    Vocab,
+    generate_scores,
     resolve_instruments,
 )
 from melodia.tokenizer import EOS_ID, MelodiaTokenizer  # noqa: E402
@@ -92,7 +101,7 @@ def trained(tok):
         seqs.append(ids[:192])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(40):
+    for _step in range(40):
         batch = rng.sample(seqs, 4)
         n = max(len(s) for s in batch)
         x = torch.tensor([s + [0] * (n - len(s)) for s in batch])
@@ -161,7 +170,7 @@ def test_torchscript_step_gives_the_python_step_logits_exactly(tok, trained, wei
 
 
 # --------------------------------------------------------------------------- grammar
-def _opening(meter: tuple[int, int], vocab: _Vocab) -> tuple:
+def _opening(meter: tuple[int, int], vocab: Vocab) -> tuple:
     return (frozenset(["Bar_None"]), frozenset([f"TimeSig_{meter[0]}/{meter[1]}"]),
             frozenset(["Position_0"]), frozenset(vocab.tempos))
 
@@ -169,13 +178,13 @@ def _opening(meter: tuple[int, int], vocab: _Vocab) -> tuple:
 @pytest.mark.parametrize("meter,programs", [((4, 4), (0, 1)), ((6, 8), (0,)), ((3, 4), (0, 33, -1))])
 def test_fast_masks_equal_reference_rules(tok, meter, programs):
     """The cached array masks allow exactly the ids the token-by-token rules allow."""
-    vocab = _Vocab(tok, tok.vocab_size)
-    g = _Grammar(vocab, meter, frozenset(programs))
+    vocab = Vocab(tok, tok.vocab_size)
+    g = Grammar(vocab, meter, frozenset(programs))
     rng = random.Random(sum(meter))
     checked = 0
     for walk in range(4):
         chords = walk % 2 == 1  # stay on positions: chords up to the MAX_ONSETS cap
-        st = _State(total=1 + walk % 3, forced=_opening(meter, vocab))  # one grammar, any bar count
+        st = State(total=1 + walk % 3, forced=_opening(meter, vocab))  # one grammar, any bar count
         while not st.done:
             m = g.mask(st)
             if not st.forced and (rng.random() < 0.4 or st.here):
@@ -196,10 +205,10 @@ def test_fast_masks_equal_reference_rules(tok, meter, programs):
 
 
 def test_finishing_mode_only_allows_legal_ids(tok):
-    vocab = _Vocab(tok, tok.vocab_size)
-    g = _Grammar(vocab, (4, 4), frozenset((0, 1)))
+    vocab = Vocab(tok, tok.vocab_size)
+    g = Grammar(vocab, (4, 4), frozenset((0, 1)))
     rng = random.Random(3)
-    st = _State(total=4, forced=_opening((4, 4), vocab))
+    st = State(total=4, forced=_opening((4, 4), vocab))
     steps = 0
     while not st.done:
         m = g.mask(st, finish=steps > 12)
@@ -288,7 +297,7 @@ def test_a_models_tempo_unknown_token_is_left_out_of_bands_and_stepped_over(tok,
     shipped model's "tempo_unknown"): a mood's band offers the bins around it and falls back to
     it only when it is all there is, and an explicit tempo there conditions on the nearest other
     bin. A model that names none gets the plain nearest token and the whole band."""
-    from melodia import moods
+    from melodia.music import moods
 
     plain = Generator(untrained, tok)
     unknown = plain.vocab.tempo_token(120)
@@ -454,25 +463,25 @@ def test_a_model_names_its_own_default_instruments(tok, trained):
 
 # --------------------------------------------------------------------------- sampler
 def test_sampler_follows_the_masked_distribution():
-    from melodia.generate import _sample_ids
+    from melodia.generate import sample_ids
 
     g = torch.Generator().manual_seed(0)
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 3.0, 0.5, 9.0, 0.0]])
     mask = torch.tensor([[True, True, True, True, True, True, False, False]])
-    draws = [_sample_ids(logits, mask, 1.0, 0, 1.0, g)[0] for _ in range(4000)]
+    draws = [sample_ids(logits, mask, 1.0, 0, 1.0, g)[0] for _ in range(4000)]
     assert set(draws) <= {0, 1, 2, 3, 4, 5}  # never a masked id, however likely
     want = torch.softmax(logits[0, :6], 0)
     got = torch.bincount(torch.tensor(draws), minlength=6)[:6].float() / len(draws)
     assert torch.allclose(got, want, atol=0.03)
     # top-p: the nucleus is {4} at 0.6 (4 holds 0.605 of the legal mass), {4, 0} at 0.7
-    assert {_sample_ids(logits, mask, 1.0, 0, 0.6, g)[0] for _ in range(50)} == {4}
-    assert {_sample_ids(logits, mask, 1.0, 0, 0.7, g)[0] for _ in range(300)} == {4, 0}
-    assert {_sample_ids(logits, mask, 1.0, 2, 1.0, g)[0] for _ in range(300)} == {4, 0}
-    assert {_sample_ids(logits, mask, 1.0, 1, 1.0, g)[0] for _ in range(20)} == {4}
+    assert {sample_ids(logits, mask, 1.0, 0, 0.6, g)[0] for _ in range(50)} == {4}
+    assert {sample_ids(logits, mask, 1.0, 0, 0.7, g)[0] for _ in range(300)} == {4, 0}
+    assert {sample_ids(logits, mask, 1.0, 2, 1.0, g)[0] for _ in range(300)} == {4, 0}
+    assert {sample_ids(logits, mask, 1.0, 1, 1.0, g)[0] for _ in range(20)} == {4}
     # a flat distribution over 300 legal ids: top-p needs more than the first 64 candidates
     flat, m2 = torch.zeros(2, 400), torch.zeros(2, 400, dtype=torch.bool)
     m2[:, 50:350] = True
-    ids = [i for _ in range(200) for i in _sample_ids(flat, m2, 0.7, 0, 0.9, g)]
+    ids = [i for _ in range(200) for i in sample_ids(flat, m2, 0.7, 0, 0.9, g)]
     assert all(50 <= i < 350 for i in ids) and len(set(ids)) > 150
 
 
@@ -558,7 +567,7 @@ def test_key_normalised_model_reads_c_and_the_notes_land_in_the_key(tok, trained
     ntok = replace(tok, key_normalised=True)
     norm, plain = Generator(trained, ntok), Generator(trained, tok)
     cfg = GenerationConfig(bars=3, mood="sad", key="E minor", n=2, seed=5)
-    assert norm._controls(cfg)[0][2] == ntok.key_id("C minor")
+    assert norm.controls(norm.resolve(cfg))[0][2] == ntok.key_id("C minor")
     e_minor = {(4 + s) % 12 for s in (0, 2, 3, 5, 7, 8, 10, 11)}
     as_c = plain.generate(replace(cfg, key="C minor"))  # the very same model input
     for ids, c_ids in zip(norm.generate(cfg), as_c):
@@ -571,7 +580,7 @@ def test_key_normalised_model_reads_c_and_the_notes_land_in_the_key(tok, trained
 def test_key_normalised_continuation_moves_the_prompt_to_c_and_back(tok, trained):
     from dataclasses import replace
 
-    from melodia.moods import estimate_key, key_in_c, tonic_shift
+    from melodia.music.keys import estimate_key, key_in_c, tonic_shift
     from melodia.tokenizer import transpose_score
 
     ntok = replace(tok, key_normalised=True)

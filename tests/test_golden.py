@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import POP909, running_server
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -138,8 +137,8 @@ def test_corpus_tokens_are_byte_identical(manifest, tmp_path):
     import numpy as np
 
     from melodia.api import DEFAULT_MODEL_DIR, Piece
-    from melodia.evaluate import metre_harmony
     from melodia.corpus import build_corpus, load_manifest
+    from melodia.evaluate import metre_harmony
     from melodia.midifile import load_score
     from melodia.tokenizer import MelodiaTokenizer
 

@@ -7,14 +7,34 @@ import json
 import numpy as np
 import pytest
 import symusic
-
 from conftest import POP909, make_piece
-from melodia.corpus import (abc_pickup_onsets, build_corpus, fix_abc_pickup, grid_check, load_manifest,
-                            normalise, read_chord_markers, read_pop909)
+
+from melodia.corpus import (
+    abc_pickup_onsets,
+    build_corpus,
+    fix_abc_pickup,
+    grid_check,
+    load_manifest,
+    normalise,
+    read_chord_markers,
+    read_pop909,
+)
 from melodia.errors import BadInputError
-from melodia.harmony import (Chord, NoteArrays, bar_lines, best_phase, chord_beat_share, chord_of_weights,
-                             chord_tone_share, grid_share, metre_figures, parse_chord, quantize_times,
-                             recognise_chords, rhythm_repetition)
+from melodia.music.harmony import (
+    Chord,
+    NoteArrays,
+    bar_lines,
+    best_phase,
+    chord_beat_share,
+    chord_of_weights,
+    chord_tone_share,
+    grid_share,
+    metre_figures,
+    parse_chord,
+    quantize_times,
+    recognise_chords,
+    rhythm_repetition,
+)
 
 TPQ = 480
 
@@ -60,9 +80,9 @@ def test_music21_pickup_bwv1_6_padded_to_a_full_bar():
 
 @pytest.mark.parametrize("tune,pickup", [(ERK10_428, 1.0), (ONEILL_335, 0.5)])
 def test_abc_pickup_puts_the_next_note_on_a_bar_line(tune, pickup):
-    from melodia.corpus import _quiet_stderr
+    from melodia.sources import quiet_stderr
 
-    with _quiet_stderr():
+    with quiet_stderr():
         raw = symusic.Score.from_abc(tune)
     score, got = fix_abc_pickup(normalise(raw), tune)
     assert got == pytest.approx(pickup)
@@ -212,7 +232,8 @@ def test_chord_recognition_and_figures():
 
 # ----------------------------------------------------------------------------------- tokens
 def test_chord_tokens_follow_their_position_and_decode_away(tmp_path, pop909_dir):
-    from melodia.tokenizer import MelodiaTokenizer, tokenize_corpus
+    from melodia.shards import tokenize_corpus
+    from melodia.tokenizer import MelodiaTokenizer
 
     build_corpus([str(pop909_dir)], tmp_path / "C", workers=1, progress=False)
     s = tokenize_corpus(tmp_path / "C", tmp_path / "T", vocab_size=600, max_len=512, workers=1, progress=False)
@@ -282,7 +303,7 @@ def test_fim_rows_rearrange_whole_bars(tmp_path):
 
 # ----------------------------------------------------------------------------------- chords asked for
 def test_chords_asked_for_are_written_exactly_and_only(composer):
-    from melodia.harmony import parse_progression
+    from melodia.music.harmony import parse_progression
 
     pieces = composer.generate(mood="happy", bars=6, chords="Am:2 F:2 C G", n=3, seed=4, dynamics="flat")
     want = [(b, c.name) for b, _, c in parse_progression("Am:2 F:2 C G", 4, 6)]
@@ -304,7 +325,7 @@ def test_chords_asked_for_are_written_exactly_and_only(composer):
 
 
 def test_key_of_a_progression():
-    from melodia.harmony import key_of_chords
+    from melodia.music.harmony import key_of_chords
 
     assert key_of_chords([parse_chord(c) for c in "C G Am F".split()]) == "C major"
     assert key_of_chords([parse_chord(c) for c in "Am Dm E Am".split()]) == "A minor"
@@ -326,3 +347,25 @@ def test_phrases_open_on_the_tonic_and_chords_stay_in_key(composer):
     assert gen.prepare(GenerationConfig(mood="sad", key="D minor", bars=9, tonic_frame=False))[3][0].plan == ()
     free = gen.generate(GenerationConfig(mood="sad", key="D minor", bars=9, n=2, seed=6, tonic_frame=False))
     assert all(tok.count_errors(ids) == 0 for ids in free)
+
+
+def test_note_arrays_in_ticks_and_seconds():
+    from melodia.music.notes import TickNotes, onset_groups
+
+    s = symusic.Score(TPQ)
+    s.tempos.append(symusic.Tempo(0, qpm=120))
+    s.tempos.append(symusic.Tempo(2 * TPQ, qpm=60))
+    tr = symusic.Track("x", program=5)
+    tr.notes.append(symusic.Note(0, TPQ, 60, 80))
+    tr.notes.append(symusic.Note(2 * TPQ + 10, TPQ, 64, 70))
+    drums = symusic.Track("d", program=0, is_drum=True)
+    drums.notes.append(symusic.Note(TPQ, 10, 36, 100))
+    s.tracks.extend([tr, drums])
+    n = TickNotes.of_score(s)
+    assert n.pitched.tolist() == [True, True, False] and n.p_pitch.tolist() == [60, 64]
+    assert n.end.tolist() == [TPQ, 3 * TPQ + 10, TPQ + 10] and n.velocity.tolist() == [80, 70, 100]
+    assert n.seconds(np.array([0, TPQ, 2 * TPQ, 3 * TPQ])).tolist() == [0.0, 0.5, 1.0, 2.0]
+    beats = NoteArrays.of_score(s)
+    assert np.array_equal(beats.onset, n.p_time / TPQ) and beats.program.tolist() == [5, 5]
+    # onsets closer than a sixteenth of a beat are one onset
+    assert onset_groups(np.array([0, 10, TPQ, TPQ + 40]), TPQ)[0].tolist() == [0, TPQ, TPQ + 40]

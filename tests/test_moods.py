@@ -1,11 +1,11 @@
-"""Tests for melodia.moods: vocabulary, keys, features, the estimator and user labels.
+"""Tests for the mood vocabulary (melodia.music.moods), keys (melodia.music.keys), features and
+the estimator (melodia.music.mood_estimator) and user labels (melodia.labels).
 
 Every score is built here with symusic, so the tests need nothing outside the repository.
 """
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 
@@ -13,11 +13,25 @@ import pytest
 import symusic
 
 from melodia.errors import BadInputError, MelodiaError
-from melodia.moods import (
-    ALIASES, ANY, CANONICAL_MOODS, KEY_NAMES, Label, Labels, MoodEstimator, MoodFeatures,
-    estimate_key, extract_features, features_to_dict, key_from_index, key_from_token_name,
-    key_index, key_token_name, label_from_path, mood_token_name, mood_valence_arousal,
-    normalise_word, parse_key, read_labels_csv, resolve_mood,
+from melodia.labels import Label, Labels, label_from_path, read_labels_csv
+from melodia.music.keys import (
+    ANY,
+    KEY_NAMES,
+    estimate_key,
+    key_from_index,
+    key_from_token_name,
+    key_index,
+    key_token_name,
+    parse_key,
+)
+from melodia.music.mood_estimator import MoodEstimator, MoodFeatures, extract_features, features_to_dict
+from melodia.music.moods import (
+    ALIASES,
+    CANONICAL_MOODS,
+    mood_token_name,
+    mood_valence_arousal,
+    normalise_word,
+    resolve_mood,
 )
 
 TPQ = 480
@@ -252,7 +266,7 @@ def test_estimate_key_follows_transposition_and_ignores_drums():
 
 
 def test_tonic_shift_and_key_in_c():
-    from melodia.moods import key_in_c, tonic_shift
+    from melodia.music.keys import key_in_c, tonic_shift
 
     assert [tonic_shift(k) for k in ("C major", "Db major", "F# major", "G major", "B major")] == [0, 1, 6, -5, -1]
     assert (tonic_shift("A minor"), tonic_shift("Bbm"), tonic_shift("any")) == (-3, -2, 0)
@@ -459,7 +473,7 @@ def test_label_from_path_labels_csv_wins(tmp_path):
 
 
 def test_import_stays_light():
-    code = ("import sys, melodia.moods; "
+    code = ("import sys, melodia.music.moods, melodia.music.mood_estimator, melodia.labels; "
             "print(sorted(m for m in ('torch', 'music21', 'miditok', 'transformers') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -467,7 +481,7 @@ def test_import_stays_light():
 
 
 def test_mood_defaults_follow_the_quadrants():
-    from melodia.moods import mood_defaults
+    from melodia.music.moods import mood_defaults
 
     for seed in range(6):
         k, band = mood_defaults("happy", seed)

@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("symusic")
 
-from melodia.errors import BadInputError, MelodiaError  # noqa: E402
+from melodia.errors import BadInputError, MelodiaError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,7 +123,6 @@ def test_the_page_is_one_offline_file(server):
 
 
 def test_render_route(server, composer):
-    from melodia import Piece
 
     piece = composer.generate(mood="calm", bars=2, seed=1)[0]
     b64 = base64.b64encode(piece.to_midi_bytes()).decode()
@@ -319,7 +318,7 @@ def test_huge_bodies_get_413_and_the_server_goes_on(server):
 def test_concurrent_requests_and_a_stuck_client(server):
     """Six generations at once, while a client holds a connection without sending anything:
     every answer is the one the same request gets alone, health answers meanwhile."""
-    body = lambda s: {"mood": "happy", "bars": 2, "seed": s, "include_midi": False}  # noqa: E731
+    body = lambda s: {"mood": "happy", "bars": 2, "seed": s, "include_midi": False}
     alone = {s: call(server.url, "/generate", body(s))[1]["pieces"][0]["notes"] for s in (21, 22)}
     served_before = server.served
     stuck = socket.create_connection(server.server_address[:2])

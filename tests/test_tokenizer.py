@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import symusic
-
 from conftest import POP909
+
 from melodia.cli import main
-from melodia.tokenizer import (BOS_ID, EOS_ID, MelodiaTokenizer, check_roundtrip, compare_notes,
-                               note_table)
+from melodia.shards import check_roundtrip, compare_notes, note_table
+from melodia.tokenizer import BOS_ID, EOS_ID, MelodiaTokenizer
 
 
 def _chunks(shards):
@@ -57,7 +56,7 @@ def test_every_chunk_decodes_without_errors_and_keeps_tempo(small_shards):
 
 def test_key_normalised_shards_put_every_tonic_on_c(small_shards):
     from melodia.corpus import load_manifest
-    from melodia.moods import estimate_key, tonic_shift
+    from melodia.music.keys import estimate_key, tonic_shift
 
     index = json.loads((small_shards / "index.json").read_text())
     tok = MelodiaTokenizer.load(small_shards / "tokenizer.json")
@@ -77,7 +76,7 @@ def test_key_normalised_shards_put_every_tonic_on_c(small_shards):
 
 def test_chunk_labels_give_each_chunk_the_mood_and_mode_of_its_own_notes(small_shards, tmp_path):
     from melodia.corpus import load_manifest
-    from melodia.moods import MoodEstimator
+    from melodia.music.mood_estimator import MoodEstimator
     from melodia.tokenizer import transpose_score
 
     out = tmp_path / "L"
@@ -111,7 +110,7 @@ def test_labelled_pieces_keep_their_label_on_every_chunk(tmp_path):
     import shutil
 
     from melodia.corpus import build_corpus
-    from melodia.tokenizer import tokenize_corpus
+    from melodia.shards import tokenize_corpus
 
     shutil.copytree(POP909, tmp_path / "midi" / "sad")  # a folder named after a mood labels its pieces
     build_corpus([str(tmp_path / "midi")], tmp_path / "C", workers=1, progress=False)

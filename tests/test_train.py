@@ -22,10 +22,18 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from melodia.errors import BadInputError, BadModelError, MelodiaError, OutputExistsError  # noqa: E402
-from melodia.model import (PRESETS, build_model, count_parameters, load_model_dir, recover_dir,  # noqa: E402
-                           save_model_dir)
-from melodia.train import (IGNORE, ShardData, TrainConfig, TrainStream, _resize_vocab, conditioning_dropout,  # noqa: E402
-                           lr_at, read_checkpoint_state, train)
+from melodia.model import PRESETS, build_model, count_parameters, load_model_dir, recover_dir, save_model_dir  # noqa: E402
+from melodia.train import (  # noqa: E402
+    IGNORE,
+    ShardData,
+    TrainConfig,
+    TrainStream,
+    conditioning_dropout,
+    lr_at,
+    read_checkpoint_state,
+    resize_vocab,
+    train,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from shards_fixture import control_ids, synthetic_shards, write_shards  # noqa: E402
@@ -154,7 +162,7 @@ def test_batches_mask_padding_and_controls_and_drop_conditioning(shards):
 
 
 def test_balance_moods_draws_by_each_chunks_mood_token(tmp_path, shards, monkeypatch):
-    import melodia.train as mt
+    import melodia.train.loop as mt  # where the run reads TrainStream from
 
     seen = {}
 
@@ -392,7 +400,7 @@ def test_init_lora_grows_vocab_and_saves_a_merged_plain_model(tmp_path, shards):
 def test_resize_initialises_new_rows_to_the_mean():
     m = build_model("tiny", 100, seed=0)
     mean = m.model.embed_tokens.weight.detach().mean(0).clone()
-    assert _resize_vocab(m, 103) == [100, 101, 102]
+    assert resize_vocab(m, 103) == [100, 101, 102]
     w = m.model.embed_tokens.weight
     assert w.shape[0] == 103 and torch.allclose(w[100:], mean.expand(3, -1))
     assert m.lm_head.weight.data_ptr() == w.data_ptr() and m.config.vocab_size == 103

@@ -12,7 +12,8 @@ Example: ``bar_starts(score)  # [0, 1920, 3840, ...]``
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import BadInputError
 
@@ -88,6 +89,17 @@ def meter_at(score: "symusic.Score", tick: int) -> tuple[int, int]:
 def bar_ticks_at(score: "symusic.Score", tick: int) -> int:
     """Ticks in the bar in force at ``tick``. Example: ``bar_ticks_at(score, 0) == 1920``."""
     return ticks_per_bar(*meter_at(score, tick), score.ticks_per_quarter)
+
+
+def first_bar_ticks(score: "symusic.Score") -> int:
+    """Ticks in one bar of the score's first valid time signature, wherever it stands (4/4
+    without one): the meter a tune is written in, e.g. to pad its pickup to a full bar.
+
+    Example: ``first_bar_ticks(tune_in_6_8_at_480_tpq) == 1440``
+    """
+    sigs = time_signatures(score)
+    num, den = (sigs[0][1], sigs[0][2]) if sigs else DEFAULT_METER
+    return ticks_per_bar(num, den, score.ticks_per_quarter)
 
 
 def parse_meter(meter: "str | Sequence[int]") -> tuple[int, int]:

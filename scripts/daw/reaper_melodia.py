@@ -27,7 +27,6 @@ Only the Python standard library is used (urllib, json), so nothing needs instal
 REAPER's Python.
 """
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -55,7 +54,7 @@ def reaper_api():
     """
     g = globals()
     if "RPR_GetCursorPosition" in g:
-        class _Api(object):
+        class _Api:
             pass
         api = _Api()
         for k, v in g.items():
@@ -63,7 +62,7 @@ def reaper_api():
                 setattr(api, k, v)
         return api
     try:
-        import reaper_python  # noqa: F401  (only inside REAPER)
+        import reaper_python
         return reaper_python
     except ImportError:
         return None
@@ -91,13 +90,13 @@ def parse_settings(csv_text):
     try:
         out["bars"] = int(bars or "8")
     except ValueError:
-        raise MelodiaScriptError("Bars must be a whole number from 1 to 64, not %r." % bars)
+        raise MelodiaScriptError("Bars must be a whole number from 1 to 64, not %r." % bars) from None
     if not 1 <= out["bars"] <= 64:
         raise MelodiaScriptError("Bars must be from 1 to 64, not %d." % out["bars"])
     try:
         out["seed"] = int(seed) if seed else None
     except ValueError:
-        raise MelodiaScriptError("Seed must be a whole number (or blank for a random one), not %r." % seed)
+        raise MelodiaScriptError("Seed must be a whole number (or blank for a random one), not %r." % seed) from None
     if not out["server"].startswith(("http://", "https://")):
         raise MelodiaScriptError("The server address must start with http://, like %s." % DEFAULT_SERVER)
     return out
@@ -145,13 +144,13 @@ def http_json(url, body=None, timeout=TIMEOUT_S, urlopen=urllib.request.urlopen)
             message = json.loads(e.read().decode("utf-8")).get("error") or str(e)
         except Exception:
             message = str(e)
-        raise MelodiaScriptError("melodia server said: %s" % message)
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
+        raise MelodiaScriptError("melodia server said: %s" % message) from None
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise MelodiaScriptError("Cannot reach the melodia server at %s (%s).\n\nStart it with:  melodia serve"
-                                 % (url.rsplit("/", 1)[0], reason))
+                                 % (url.rsplit("/", 1)[0], reason)) from None
     except ValueError:
-        raise MelodiaScriptError("The melodia server answered something that is not JSON.")
+        raise MelodiaScriptError("The melodia server answered something that is not JSON.") from None
 
 
 def build_request(settings, context, meters=None):

@@ -6,8 +6,8 @@ where GPT-2's learned absolute positions simply end; RMSNorm, a SwiGLU MLP and n
 current standard recipe and train a little better per parameter; the input embedding and the
 output layer share one matrix (``tie_word_embeddings``), which matters when the vocabulary is a
 large share of a small model; grouped-query attention (``n_kv_head < n_head``) is available to
-shrink the KV cache. The lean generation loop in ``melodia/generate.py`` relies on exactly this
-layout.
+shrink the KV cache. The lean forward pass (:class:`melodia.model.lean.LeanLlama`) relies on exactly
+this layout.
 
 Presets (parameters with a 3,000–4,000 token vocabulary):
 
@@ -36,17 +36,20 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInputError, BadModelError
+from ..errors import BadInputError, BadModelError
+from ..fileio import make_temp_dir, replace_dir
+from ..version import __version__
 
 if TYPE_CHECKING:  # heavy imports stay inside functions
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+#: Where the shipped default model lives (built by ``scripts/train_default.py``).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "melodia.json")
 ROPE_THETA = 10000.0
 NORM_EPS = 1e-5
@@ -183,81 +186,6 @@ def _quiet_hub():
             hf_logging.enable_progress_bar()
 
 
-def _share_like_umask(root: Path) -> None:
-    """mkdtemp/mkstemp make private (0700/0600) entries; give them the modes a plain mkdir/open would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in [root, *root.rglob("*")]:
-        with contextlib.suppress(OSError):
-            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-
-
-def _fsync_tree(root: Path) -> None:
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not possible on every platform; best effort
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def make_temp_dir(final: str | os.PathLike) -> Path:
-    """An empty hidden folder beside ``final`` to build it in. Example: ``tmp = make_temp_dir("out/model")``."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-
-
-def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Swap a fully written folder ``tmp`` in as ``final`` with renames.
-
-    The old ``final`` is first renamed to ``.<name>.old``, then ``tmp`` becomes ``final``, then
-    the old one is deleted. A kill at any moment leaves a complete folder at ``final`` or at
-    ``.<name>.old`` (:func:`recover_dir` puts it back), never a half-written one.
-
-    Example:
-        >>> replace_dir(make_temp_dir("out/ckpt"), "out/ckpt")
-    """
-    tmp, final = Path(tmp), Path(final)
-    _share_like_umask(tmp)
-    _fsync_tree(tmp)
-    old = final.parent / f".{final.name}.old"
-    if old.exists() and final.exists():
-        shutil.rmtree(old)  # a leftover from an earlier interrupted swap; final is newer
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_dir(final: str | os.PathLike) -> Path | None:
-    """After a kill: put back the complete folder :func:`replace_dir` left, drop half-built ones.
-
-    Returns ``final`` if a complete folder is there afterwards, else None.
-    Example: ``recover_dir("runs/a/checkpoint")``.
-    """
-    final = Path(final)
-    old = final.parent / f".{final.name}.old"
-    if not final.exists() and old.exists():
-        os.replace(old, final)
-    elif old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-    if final.parent.exists():
-        for tmp in final.parent.glob(f".{final.name}.tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final if final.exists() else None
-
-
 def save_model_dir(model: "torch.nn.Module", out_dir: str | os.PathLike, tokenizer_json_path: str | os.PathLike,
                    meta: dict[str, Any], dtype: "str | torch.dtype | None" = None) -> Path:
     """Write a model directory atomically: built in a temp folder beside ``out_dir``, then renamed.
@@ -268,10 +196,6 @@ def save_model_dir(model: "torch.nn.Module", out_dir: str | os.PathLike, tokeniz
     Example:
         >>> save_model_dir(model, "runs/a/model", "tokens/tokenizer.json", {"preset": "small"}, dtype="bfloat16")
     """
-    import torch
-
-    from . import __version__
-
     out_dir = Path(out_dir)
     tokenizer_json_path = Path(tokenizer_json_path)
     if not tokenizer_json_path.is_file():
@@ -356,7 +280,7 @@ def load_inference_weights(path: str | os.PathLike, device: str = "cpu") -> "tup
 
     The object answers ``config``, ``model.layers[i].self_attn.q_proj.weight`` …,
     ``get_input_embeddings()`` and ``get_output_embeddings()`` like ``LlamaForCausalLM`` does,
-    which is all :class:`melodia.generate.LeanLlama` reads. Same checks as :func:`load_model_dir`.
+    which is all :class:`melodia.model.lean.LeanLlama` reads. Same checks as :func:`load_model_dir`.
 
     Example:
         >>> model, meta = load_inference_weights("melodia/weights/default")

@@ -24,13 +24,29 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import BadInputError
+from ..errors import BadInputError
+from .keys import key_from_histogram
+from .meter import bar_starts
+from .notes import NoteArrays, tick_score
+
+if TYPE_CHECKING:
+    import symusic
+
+__all__ = [
+    "GRID_TOLERANCE", "NO_CHORD", "PITCH_NAMES", "QUALITIES", "SIXTEENTH", "TRIADS", "Chord", "NoteArrays",
+    "bar_lines", "bass_on_downbeat", "beats_in_bar", "best_phase", "chord_beat_share", "chord_from_token_name",
+    "chord_of_weights", "chord_token_name", "chord_token_names", "chord_tone_share", "grid_share", "key_of_chords",
+    "metre_figures", "parse_chord", "parse_progression", "progression_string", "quantize_times",
+    "recognise_chords", "rhythm_repetition", "split_section_chords",
+]
 
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 #: chord qualities and their intervals above the root (semitones)
@@ -134,10 +150,8 @@ def parse_chord(name: str) -> Chord | None:
         return Chord(root, quality, bass)
     rest, _, slash = rest.partition("/")
     rest = re.sub(r"\((.*)\)", "", rest).replace("add9", "").replace("add2", "")
-    for suffix, quality in _LEAD:
-        if rest == suffix:
-            break
-    else:
+    quality = next((q for suffix, q in _LEAD if rest == suffix), None)
+    if quality is None:
         raise BadInputError(f"chord {name!r}: unknown chord quality {rest!r} "
                             "(known: m, 7, maj7, m7, dim, dim7, m7b5, aug, sus2, sus4, 6, 9)")
     if slash:
@@ -220,18 +234,16 @@ def split_section_chords(text: str) -> dict[str, str] | None:
 def key_of_chords(chords: Sequence[Chord]) -> str:
     """The key a progression implies: Krumhansl-Kessler profiles against the chords' tones
     (roots counted twice, the first chord's tones twice more: a progression usually starts on
-    its tonic), as :func:`melodia.moods.estimate_key` reads notes.
+    its tonic), as :func:`melodia.music.keys.estimate_key` reads notes.
 
     Example: ``key_of_chords([parse_chord(c) for c in "Am F C G".split()])  # 'A minor'``
     """
-    from .moods import _key_from_histogram
-
     w = np.zeros(12)
     for k, ch in enumerate(chords):
         for pc in ch.pitch_classes:
             w[pc] += 3.0 if k == 0 else 1.0
         w[ch.root] += 3.0 if k == 0 else 1.0
-    return _key_from_histogram(w).name
+    return key_from_histogram(w).name
 
 
 def chord_token_name(chord: Chord | None) -> str:
@@ -287,64 +299,19 @@ def chord_of_weights(weights: np.ndarray, bass: int | None = None) -> Chord | No
     return _TEMPLATE_CHORDS[int(np.argmax(fit))]
 
 
-@dataclass(frozen=True)
-class NoteArrays:
-    """Pitched notes of a piece in beats: onset, end, pitch, program (drums left out).
-
-    Example: ``NoteArrays.of_score(score)``
-    """
-
-    onset: np.ndarray
-    end: np.ndarray
-    pitch: np.ndarray
-    program: np.ndarray | None = None
-
-    @classmethod
-    def of_score(cls, score) -> "NoteArrays":
-        """Read a symusic score (ticks are divided by its TPQ; seconds are converted to ticks)."""
-        if "Tick" not in str(score.ttype) and "Quarter" not in str(score.ttype):
-            score = score.to("tick")
-        tpq = float(score.ticks_per_quarter) if "Tick" in str(score.ttype) else 1.0
-        on, dur, pitch, prog = [], [], [], []
-        for tr in score.tracks:
-            if tr.is_drum:
-                continue
-            a = tr.notes.numpy()
-            on.append(np.asarray(a["time"], np.float64) / tpq)
-            dur.append(np.asarray(a["duration"], np.float64) / tpq)
-            pitch.append(np.asarray(a["pitch"], np.int64))
-            prog.append(np.full(len(a["time"]), int(tr.program), np.int64))
-        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-        o = cat(on, np.float64)
-        return cls(o, o + np.maximum(cat(dur, np.float64), 0), cat(pitch, np.int64), cat(prog, np.int64))
-
-
-def bar_lines(score, end_beats: float | None = None) -> np.ndarray:
-    """Bar starts in beats (quarter notes) from a score's time signatures (4/4 before the first;
-    each signature starts a bar where it stands), up to ``end_beats``, plus the closing line.
+def bar_lines(score: "symusic.Score", end_beats: float | None = None) -> np.ndarray:
+    """Bar starts in beats (quarter notes) by the one bar rule (:func:`melodia.music.meter.bar_starts`)
+    up to ``end_beats`` (default: where the last note of a track ends), plus the closing line.
 
     Example: ``bar_lines(score)[:3]  # array([0., 4., 8.])``
     """
-    if "Tick" not in str(score.ttype):
-        score = score.to("tick")
+    score = tick_score(score)
     tpq = float(score.ticks_per_quarter)
     if end_beats is None:
-        end_beats = max((float(tr.end()) for tr in score.tracks if len(tr.notes)), default=0.0) / tpq
-    sigs = {0.0: 4.0}
-    for ts in score.time_signatures:
-        if ts.numerator > 0 and ts.denominator > 0:
-            sigs[max(float(ts.time) / tpq, 0.0)] = 4.0 * ts.numerator / ts.denominator
-    times = sorted(sigs)
-    out: list[np.ndarray] = []
-    length = 4.0
-    for i, t in enumerate(times):
-        length = sigs[t]
-        stop = times[i + 1] if i + 1 < len(times) else max(end_beats, t + 1e-9)
-        out.append(np.arange(t, stop - 1e-9, length))
-    flat = np.concatenate(out) if out else np.zeros(1)
-    if flat.size == 0:
-        flat = np.zeros(1)
-    return np.append(flat, flat[-1] + length)
+        end = max((int(tr.end()) for tr in score.tracks if len(tr.notes)), default=0)
+    else:
+        end = math.ceil(end_beats * tpq - 1e-6)
+    return np.asarray(bar_starts(score, end, close=True), np.float64) / tpq
 
 
 def _windows(bars: np.ndarray) -> np.ndarray:

@@ -1,20 +1,24 @@
 """The generator's one-token decoding step, compiled with TorchScript (CPU).
 
-:class:`melodia.generate.LeanLlama` decodes with about 25 tensor operations per layer. At
+:class:`melodia.model.lean.LeanLlama` decodes with about 25 tensor operations per layer. At
 batch 1 on a laptop CPU each of them is a few microseconds of work, and calling it from
-Python costs about as much again (interpreter, argument parsing): for the ``small`` preset
-that was half of the 2.3 ms a token took on two cores. This module holds the same step as
-TorchScript modules, run by TorchScript's interpreter instead of Python's: measured 1.2 ms
-per token on the same machine, identical logits (``tests/test_generate.py`` checks both).
+Python costs about as much again (interpreter, argument parsing). This module holds the same
+step as TorchScript modules, run by TorchScript's interpreter instead of Python's: about half
+the time per token, identical logits (``tests/test_generate.py`` checks both; measurements in
+docs/benchmarks.md, "The TorchScript step").
 
 TorchScript is deprecated in torch (still present and working in 2.13). :func:`script_step`
 returns ``None`` when scripting fails for any reason; LeanLlama then keeps its Python step,
 which gives the same numbers, slower. ``MELODIA_JIT=0`` in the environment turns it off.
 
-(No ``from __future__ import annotations`` here: TorchScript reads the annotations.)
+(No ``from __future__ import annotations`` here: TorchScript reads the annotations. torch is
+imported at the top because the classes below subclass its modules; LeanLlama imports this
+module only when it builds a CPU step.)
+
+Example: ``step = script_step([Layer(qkv, o, gu, down, 5, 5, 64, 640)], head)``
 """
 import warnings
-from typing import List, Optional
+from typing import List, Optional  # noqa: UP035 - TorchScript reads these annotations
 
 import torch
 import torch.nn.functional as F
@@ -79,12 +83,13 @@ class Layer(nn.Module):
 class Step(nn.Module):
     """All layers and the output head: embedded token rows [B, d+1] → logits [B, vocab]."""
 
-    def __init__(self, layers: List[Layer], head: nn.Module):
+    def __init__(self, layers: List[Layer], head: nn.Module):  # noqa: UP006
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.head = head
 
-    def forward(self, x: Tensor, cis: Tensor, kcs: List[Tensor], vcs: List[Tensor], pos: int) -> Tensor:
+    def forward(self, x: Tensor, cis: Tensor, kcs: List[Tensor], vcs: List[Tensor],  # noqa: UP006
+                pos: int) -> Tensor:
         i = 0
         for layer in self.layers:
             x = layer(x, cis, kcs[i], vcs[i], pos)
@@ -92,7 +97,7 @@ class Step(nn.Module):
         return self.head(x / torch.linalg.vector_norm(x, dim=-1, keepdim=True))
 
 
-def script_step(layers: List[Layer], head: nn.Module) -> Optional[torch.jit.ScriptModule]:
+def script_step(layers: List[Layer], head: nn.Module) -> Optional[torch.jit.ScriptModule]:  # noqa: UP006, UP045
     """The :class:`Step` of these layers, scripted and frozen; ``None`` where TorchScript fails."""
     try:
         with warnings.catch_warnings():
