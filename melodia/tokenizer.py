@@ -37,7 +37,7 @@ from .errors import BadInputError, BadModelError
 from .fileio import write_json
 from .music.harmony import Chord, chord_from_token_name, chord_token_name, chord_token_names
 from .music.keys import KEY_NAMES, key_from_token_name, key_in_c, key_token_name, parse_key, tonic_shift
-from .music.meter import ticks_per_bar
+from .music.meter import beats_per_bar
 from .music.moods import ALIASES, CANONICAL_MOODS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,7 +48,6 @@ PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 DEFAULT_VOCAB = 4000
 DEFAULT_MAX_LEN = 1024
 TOKENIZER_FILE = "tokenizer.json"
-_TPQ = 960  # ticks per quarter for bar lengths in quarter notes: exact for every denominator up to 64
 
 
 def miditok_config() -> "miditok.TokenizerConfig":
@@ -366,7 +365,7 @@ class MelodiaTokenizer:
                     pos_beats = 0.0
                 elif kind == "TimeSig":
                     num, den = (int(x) for x in val.split("/"))
-                    bar_len = ticks_per_bar(num, den, _TPQ) / _TPQ  # the one bar rule, in quarter notes
+                    bar_len = beats_per_bar(num, den)
                 elif kind == "Position":
                     pos_beats = int(val) / per_beat * 4.0 / den
         return out

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import BadInputError
 from ..music.harmony import parse_progression, split_section_chords
 from ..music.keys import parse_key
-from ..music.meter import parse_meter
+from ..music.meter import beats_per_bar, parse_meter
 from ..values import is_bool, is_int, is_number
 
 __all__ = ["GenerationConfig", "MAX_BARS", "MAX_N", "MAX_SECTIONS", "MAX_ONSETS", "DYNAMICS",
@@ -146,7 +146,7 @@ class GenerationConfig:
         if self.chords is None:
             return []
         num, den = parse_meter(self.meter)
-        per_bar = 4.0 * num / den
+        per_bar = beats_per_bar(num, den)
         by_letter = split_section_chords(self.chords)
         sections = self.sections()
         if by_letter is not None and not sections:

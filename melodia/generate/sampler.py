@@ -20,7 +20,7 @@ from ..model.lean import LeanLlama
 from ..music.harmony import Chord, key_of_chords
 from ..music.instruments import DEFAULT_PROGRAMS, resolve_instruments
 from ..music.keys import KEY_NAMES, key_from_token_name, parse_key
-from ..music.meter import parse_meter
+from ..music.meter import beats_per_bar, parse_meter
 from ..music.moods import mood_defaults, resolve_mood
 from ..tokenizer import EOS_ID
 from .config import GenerationConfig, Request, key_name, with_overrides
@@ -277,7 +277,7 @@ class Generator(PromptMixin):
         if not self.tok.has_chords:
             raise BadInputError("this model has no chord tokens, so it cannot follow chords; "
                                 "retrain or fine-tune it with melodia 0.2's tokenizer")
-        bar_len = 4.0 * meter[0] / meter[1]
+        bar_len = beats_per_bar(*meter)
         shift = self.tok.model_shift(req.key)
         per = self.vocab.pos_per_beat * meter[1] / 4
         plan, prev = [], None

@@ -39,6 +39,14 @@ def ticks_per_bar(numerator: int, denominator: int, tpq: int) -> int:
     return max(1, int(ticks_per_beat(denominator, tpq) * numerator))
 
 
+def beats_per_bar(numerator: int, denominator: int) -> float:
+    """Quarter notes in one bar (exact for the denominators a meter may have).
+
+    Example: ``beats_per_bar(6, 8) == 3.0``
+    """
+    return 4.0 * numerator / denominator
+
+
 def time_signatures(score: "symusic.Score") -> list[tuple[int, int, int]]:
     """The score's valid time signatures as ``(tick, numerator, denominator)``, in the score's
     order (a tick-time score; symusic keeps them sorted by time). Example: ``[(0, 4, 4)]``."""
