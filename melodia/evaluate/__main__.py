@@ -1,31 +1,10 @@
-"""``python -m melodia.evaluate …``: the same as ``melodia evaluate …``.
+"""``python -m melodia.evaluate …`` is ``melodia evaluate …`` (an entry point: nothing imports it).
 
-Example: ``python -m melodia.evaluate --corpus C --out eval --n 16``
+Example: ``python -m melodia.evaluate --corpus C --out eval``
 """
-from __future__ import annotations
-
-import argparse
 import sys
 
-from ..errors import MelodiaError
-from .run import add_evaluate_arguments, cli_evaluate
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` as ``melodia evaluate`` does and run it; errors as the ``melodia`` command
-    prints them (exit 2). Example: ``main(["--corpus", "C", "--out", "eval"])``."""
-    parser = add_evaluate_arguments(argparse.ArgumentParser(
-        prog="python -m melodia.evaluate", description="metrics and a report for a model"))
-    args = parser.parse_args(argv)
-    try:
-        return int(cli_evaluate(args) or 0)
-    except MelodiaError as e:
-        print(f"melodia: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("melodia: interrupted", file=sys.stderr)
-        return 130
-
+from ..cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["evaluate", *sys.argv[1:]]))
