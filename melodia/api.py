@@ -9,6 +9,8 @@ and seconds, ``.mid``/``.wav``/``.musicxml``/``.png``). Each call resolves its r
 
 A Composer is safe to share between threads: generation calls on one Composer run one at a
 time (one model, one key/value cache). torch is imported only when a Composer is loaded.
+Loading sets torch's CPU threads (:func:`set_threads`: 1 unless told otherwise), the same
+policy as ``melodia generate`` and ``melodia serve``.
 
 Example:
     >>> from melodia import Composer
@@ -39,10 +41,31 @@ from .tokenizer import MelodiaTokenizer
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import symusic
 
-__all__ = ["Composer", "Piece", "Note", "ChordSpan", "notes_to_score", "parse_bar_span", "DEFAULT_MODEL_DIR"]
+__all__ = ["Composer", "Piece", "Note", "ChordSpan", "notes_to_score", "parse_bar_span", "DEFAULT_MODEL_DIR",
+           "set_threads"]
 
 
 PromptLike = Union[str, os.PathLike, bytes, Piece, "symusic.Score", Sequence[NoteLike]]
+
+
+def set_threads(threads: int = 1) -> None:
+    """Set torch's intra-op CPU threads for sampling (process-wide): melodia's one thread policy.
+
+    Batch-1 sampling makes one token at a time, so it is latency-bound: a second thread mostly
+    adds synchronisation, and on a busy 2-core machine it made generation 10-90x slower. So
+    :meth:`Composer.load`, ``melodia generate`` and ``melodia serve`` all use 1 thread unless
+    told otherwise; ``0`` keeps torch's own choice. Raises :class:`BadInputError` unless
+    ``threads`` is an int >= 0.
+
+    Example:
+        >>> set_threads(1)      # what Composer.load() does by default
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise BadInputError(f"threads {threads!r}: use a whole number >= 1, or 0 for torch's default")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _pick_device(device: str) -> str:
@@ -85,17 +108,20 @@ class Composer:
         self._lock = threading.RLock()
 
     @classmethod
-    def load(cls, path: "str | os.PathLike | None" = None, device: str = "auto", weights: str = "auto") -> "Composer":
+    def load(cls, path: "str | os.PathLike | None" = None, device: str = "auto", weights: str = "auto",
+             threads: int = 1) -> "Composer":
         """Load a model directory (``None``: the shipped default, ``melodia/weights/default``).
 
         ``device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
         ``weights``: how the generator stores the matrices (``"auto"``, ``"fp32"``, ``"fp16"``,
-        ``"bf16"``; see :class:`melodia.model.lean.LeanLlama`). Raises :class:`BadModelError`
-        naming the directory and the problem.
+        ``"bf16"``; see :class:`melodia.model.lean.LeanLlama`). ``threads``: torch's CPU threads,
+        set for the whole process (:func:`set_threads`; default 1, as sampling one token at a time
+        is latency-bound; ``0`` keeps torch's choice). Raises :class:`BadModelError` naming the
+        directory and the problem, :class:`BadInputError` for a bad argument.
 
         Example:
-            >>> c = Composer.load()                             # the shipped default
-            >>> c = Composer.load("runs/jazz/model", device="cpu")
+            >>> c = Composer.load()                             # the shipped default, 1 CPU thread
+            >>> c = Composer.load("runs/jazz/model", device="cpu", threads=0)   # torch's threads
         """
         if path is None:
             if not (DEFAULT_MODEL_DIR / "config.json").is_file():
@@ -110,6 +136,7 @@ class Composer:
             path = Path(path)
             name = path.name if path.name != "model" else f"{path.parent.name}/{path.name}"
         dev = _pick_device(device)
+        set_threads(threads)
         model, meta = load_inference_weights(path, device=dev)  # no transformers import: faster start
         tok = MelodiaTokenizer.load(Path(path) / "tokenizer.json")
         meta = {**meta, "name": name, "path": str(path)}

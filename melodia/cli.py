@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import BadInputError, MelodiaError, OutputExistsError
+from .values import count
 from .version import __version__
 
 
@@ -33,6 +34,7 @@ def stage(name: str) -> ModuleType:
 
 
 def _cmd_corpus_build(args: argparse.Namespace) -> int:
+    stage("fileio").check_out_dir(args.out)
     corpus = stage("corpus")
     s = corpus.build_corpus(args.sources, args.out, workers=args.workers, progress=not args.quiet,
                      quantize=args.quantize)
@@ -55,6 +57,7 @@ def _cmd_corpus_stats(args: argparse.Namespace) -> int:
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
     if args.corpus:
+        stage("fileio").check_out_dir(args.out)
         s = stage("shards").tokenize_corpus(args.corpus, args.out, vocab_size=args.vocab, max_len=args.max_len,
                             workers=args.workers, progress=not args.quiet, tokenizer=args.tokenizer,
                             key_normalise=args.key_normalise, chunk_labels=args.chunk_labels)
@@ -83,6 +86,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             raise BadInputError("--form and --vary apply to a new piece, not to --continue")
     elif args.vary and args.form is None:
         raise BadInputError("--vary applies to a form: give --form too, e.g. --form AABA --vary")
+    elif args.new_only:
+        raise BadInputError("--new-only applies to --continue: give --continue CLIP.mid too")
     composer = _load_composer(args)
     common = dict(mood=args.mood, key=args.key, instruments=instruments, n=args.n, seed=args.seed,
                   temperature=args.temperature, guidance=args.guidance, in_key=not args.chromatic,
@@ -99,7 +104,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[str]]:
     """File stems and extensions a command will write; an existing file is an error before
-    any work (unless ``--force``)."""
+    any work (unless ``--force``), and so is an ``--out`` that cannot be a folder to write into
+    (a file in its place, no write permission)."""
+    stage("fileio").check_out_dir(args.out)
     formats = [".mid"] + [ext for flag, ext in (("wav", ".wav"), ("musicxml", ".musicxml"), ("png", ".png"))
                           if getattr(args, flag)]
     stems = [stem] if args.n == 1 else [f"{stem}-{i + 1}" for i in range(args.n)]
@@ -111,11 +118,8 @@ def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[s
 
 
 def _load_composer(args: argparse.Namespace):
-    if args.threads:
-        import torch  # heavy: only a command that samples needs it
-
-        torch.set_num_threads(args.threads)  # one token at a time: more threads mostly add overhead
-    return stage("api").Composer.load(args.model, device=args.device)
+    # threads: the API's one policy (api.set_threads; default 1, 0 = torch's choice)
+    return stage("api").Composer.load(args.model, device=args.device, threads=args.threads)
 
 
 def _write_pieces(args: argparse.Namespace, pieces: list, stems: list[str], formats: list[str]) -> None:
@@ -131,11 +135,12 @@ def _write_pieces(args: argparse.Namespace, pieces: list, stems: list[str], form
         chords = [c.name for c in piece.chords]
         shown = " ".join(chords[:16]) + (" …" if len(chords) > 16 else "")
         print(f"melodia: {s}: {piece.mood or 'any'}, {piece.key or 'no key'}, {piece.tempo:g} qpm, "
-              f"{piece.meter}, {piece.bars} bars, {len(piece)} notes"
+              f"{piece.meter}, {count(piece.bars, 'bar')}, {count(len(piece), 'note')}"
               + (f"; chords: {shown}" if chords else ""), file=sys.stderr)
 
 
 def _cmd_infill(args: argparse.Namespace) -> int:
+    stage("fileio").check_out_dir(args.out)  # before the clip is read and the model loads
     first, last = stage("api").parse_bar_span(args.bars)
     stage("midifile").load_score(args.clip)  # a missing or broken clip fails before the model loads
     stems, formats = _output_plan(args, args.name or f"{Path(args.clip).stem}-bars{first}-{last}"

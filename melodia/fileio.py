@@ -21,7 +21,36 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import OutputExistsError
+from .errors import BadInputError, OutputExistsError
+
+
+def check_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Check that ``path`` can be the folder a command writes into, before any work starts.
+
+    It may exist as a writable folder, or be missing with its nearest existing parent a
+    writable folder (it is made when the first file is written). A file in its place, or a
+    folder without write permission, is a :class:`~melodia.errors.BadInputError` naming the
+    path, so a command fails in one line instead of with a traceback after minutes of work.
+
+    Example:
+        >>> check_out_dir("out/pieces")
+        PosixPath('out/pieces')
+    """
+    out = Path(path)
+    probe = out
+    while not probe.exists() and not probe.is_symlink():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    here = "" if probe == out else f" (in {out})"
+    if probe.exists() and not probe.is_dir():
+        problem = "is a file, not a folder" if probe.is_file() else "is not a folder"
+        raise BadInputError(f"{what} {probe}: {problem}{here}; give a folder to write into")
+    if probe.is_symlink() and not probe.exists():
+        raise BadInputError(f"{what} {probe}: a broken link{here}; give a folder to write into")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInputError(f"{what} {probe}: no permission to write there{here}")
+    return out
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from .music.meter import bar_starts, bar_ticks_at, parse_meter
 from .prepare import read_chord_markers
 from .render import save as render_save
 from .render import to_music21
-from .values import integer, number
+from .values import count, integer, number
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import music21
@@ -342,7 +342,7 @@ class Piece:
 
     def __repr__(self) -> str:
         what = ", ".join(f"{k}={v!r}" for k, v in (("mood", self.mood), ("key", self.key)) if v)
-        return (f"Piece({self.bars} bars, {self.meter}, {self.tempo:g} qpm, {len(self)} notes"
+        return (f"Piece({count(self.bars, 'bar')}, {self.meter}, {self.tempo:g} qpm, {len(self)} notes"
                 + (f", {what}" if what else "") + ")")
 
     # ------------------------------------------------------------------ converting
@@ -389,7 +389,7 @@ class Piece:
 
     def _title(self) -> str:
         parts = [p for p in (self.mood if self.mood not in (None, "any") else None,
-                             self.key, f"{self.bars} bars") if p]
+                             self.key, count(self.bars, "bar")) if p]
         return " · ".join(parts)
 
     # ------------------------------------------------------------------ writing

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import BadInputError, BadMidiError, MelodiaError, OutputExistsError
-from .fileio import atomic_write, write_bytes
+from .fileio import atomic_write, check_out_dir, write_bytes
 from .midifile import load_score
 from .music.meter import bar_starts, meter_at
 
@@ -604,6 +604,8 @@ def cli_render(args: argparse.Namespace) -> int:
         >>> cli_render(parser.parse_args(["render", "calm.mid", "--wav"]))
     """
     src = Path(args.input)
+    if getattr(args, "out", None):
+        check_out_dir(args.out)
     score = load_score(src)
     kinds = [k for k in ("wav", "png", "musicxml") if getattr(args, k, False)]
     kinds = kinds or ["wav", "png", "musicxml"]

@@ -94,6 +94,17 @@ MAX_BODY = 1024 * 1024          # bytes of request body (1 MiB)
 
 _POST_ROUTES = ("/generate", "/continue", "/infill", "/render")
 _GET_ROUTES = ("/", "/api", "/health", "/moods")
+#: every route and what it answers: ``GET /api`` returns this, ``melodia serve --help`` lists it
+ROUTES = {
+    "GET /": "the composing page (open it in a browser)",
+    "GET /health": "server and model status",
+    "GET /moods": "what a request may ask for",
+    "GET /api": "this list of routes",
+    "POST /generate": "new music (or a continuation, given a prompt)",
+    "POST /continue": "continue a prompt",
+    "POST /infill": "rewrite bars of a prompt",
+    "POST /render": "a piece's MIDI as WAV audio or MusicXML",
+}
 #: what the composing page may load: itself, its own inline script and style, and the media it
 #: makes from the server's answers; nothing from anywhere else
 PAGE_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' blob:; "
@@ -299,13 +310,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             elif route == "/":
                 self.send_page()
             elif route == "/api":
-                self.send_json(200, {"service": "melodia", "routes": {
-                    "GET /health": "server and model status", "GET /moods": "what a request may ask for",
-                    "POST /generate": "new music (or a continuation, given a prompt)",
-                    "POST /continue": "continue a prompt",
-                    "POST /infill": "rewrite bars of a prompt",
-                    "POST /render": "a piece's MIDI as WAV audio or MusicXML",
-                    "GET /": "the composing page"}, "docs": "docs/daw.md"})
+                self.send_json(200, {"service": "melodia", "routes": dict(ROUTES), "docs": "docs/daw.md"})
             elif route in _POST_ROUTES:
                 raise RequestError(405, f"{route} takes POST with a JSON body", {"Allow": "POST"})
             else:
@@ -413,13 +418,14 @@ def warm_up(composer: "Composer", bars: int = 8) -> float:
 
 
 def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, device: str = "auto",
-          warm: bool = True, quiet: bool = False, **limits: Any) -> None:
-    """Load the model once and serve until Ctrl-C.
+          warm: bool = True, quiet: bool = False, threads: int = 1, **limits: Any) -> None:
+    """Load the model once and serve until Ctrl-C. ``threads``: torch CPU threads, as in
+    :meth:`Composer.load` (default 1; 0 = torch's choice).
 
     Example:
         >>> serve("runs/small/model", port=8765)
     """
-    composer = Composer.load(model, device=device)
+    composer = Composer.load(model, device=device, threads=threads)
     if warm:
         warm_up(composer)
     server = make_server(composer, host, port, quiet=quiet, **limits)
@@ -438,8 +444,12 @@ def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAUL
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``melodia serve``'s arguments to ``parser``. Example: ``add_serve_arguments(sub.add_parser("serve"))``."""
-    parser.description = ("Serve the model over local HTTP (JSON): GET /health, GET /moods, "
-                          "POST /generate, POST /continue. See docs/daw.md.")
+    parser.description = ("Serve the model over local HTTP: a composing page at GET / and a JSON API "
+                          "for DAWs and scripts. See docs/daw.md.")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the route list's lines
+    width = max(len(r) for r in ROUTES)
+    parser.epilog = ("routes:\n" + "\n".join(f"  {r:<{width}}  {what}" for r, what in ROUTES.items())
+                     + f"\n\nexample: melodia serve --port {DEFAULT_PORT}, then open http://{DEFAULT_HOST}:{DEFAULT_PORT}/")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
@@ -463,10 +473,6 @@ def cli_serve(args: argparse.Namespace) -> int:
         raise BadInputError("--threads and --max-waiting must be >= 0 and --queue-timeout above 0")
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     serve(args.model, args.host, args.port, device=args.device, warm=not args.no_warmup, quiet=args.quiet,
-          queue_timeout=args.queue_timeout, max_waiting=args.max_waiting)
+          threads=args.threads, queue_timeout=args.queue_timeout, max_waiting=args.max_waiting)
     return 0

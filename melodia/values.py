@@ -13,7 +13,12 @@ from typing import Any
 
 from .errors import BadInputError
 
-__all__ = ["is_int", "is_number", "is_bool", "number", "integer"]
+__all__ = ["is_int", "is_number", "is_bool", "number", "integer", "count"]
+
+
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """``n`` and ``word``, plural unless ``n`` is 1. Example: ``count(1, "bar") == "1 bar"``; ``count(8, "bar") == "8 bars"``."""
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
 def is_int(value: Any) -> bool:

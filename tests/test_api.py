@@ -73,6 +73,33 @@ def test_default_model_missing_is_a_clear_error(monkeypatch, tmp_path):
         Composer.load(tmp_path, device="tpu")
 
 
+def test_load_sets_one_torch_thread_by_default(tiny_model_dir):
+    # issue 22: the API left torch's default (2 threads), 10-90x slower on a busy machine
+    import torch
+
+    from melodia import Composer
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Composer.load(tiny_model_dir, device="cpu")           # the default: 1 thread
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        Composer.load(tiny_model_dir, device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        Composer.load(tiny_model_dir, device="cpu", threads=0)  # 0: torch's choice, left alone
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        Composer.load(tiny_model_dir, device="cpu", threads=0)
+        assert torch.get_num_threads() == 2
+        for bad in (-1, 1.5, "2", True, None):
+            with pytest.raises(BadInputError, match="threads"):
+                Composer.load(tiny_model_dir, device="cpu", threads=bad)
+        assert torch.get_num_threads() == 2                   # a bad value changes nothing
+    finally:
+        torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- generate
 def test_generate_gives_pieces_with_notes(composer, calm_pieces):
     from melodia import Note, Piece

@@ -1,9 +1,12 @@
 """The `melodia` command as a user types it: generate, overwrite refusal, continuation, help."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
+import pytest
 import symusic
 from conftest import POP909
 
@@ -84,3 +87,120 @@ def test_help_is_fast_and_lists_every_stage():
     r = subprocess.run([sys.executable, "-m", "melodia", "--help"], capture_output=True, text=True, check=True)
     for cmd in ("corpus", "tokenize", "train", "generate", "render", "evaluate", "serve", "info"):
         assert cmd in r.stdout
+
+
+def _clip(tmp_path):
+    clip = symusic.Score(str(POP909 / "002" / "002.mid")).clip(0, 480 * 4 * 4)
+    clip.dump_midi(str(tmp_path / "clip.mid"))
+    return tmp_path / "clip.mid"
+
+
+def _no_model_load(monkeypatch):
+    """Make loading a model fail loudly: an --out error must come before any generation work."""
+    from melodia.api import Composer
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the --out check")
+
+    monkeypatch.setattr(Composer, "load", refuse)
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _one_error_line(err: str, *words: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("melodia: error: "), err
+    for w in words:
+        assert w in lines[0], (w, err)
+
+
+def _generate_or_infill(command, tmp_path, out):
+    if command == "generate":
+        return ["generate", "--mood", "calm", "--seed", "1", "--out", str(out)]
+    return ["infill", str(_clip(tmp_path)), "--bars", "2-3", "--seed", "1", "--out", str(out)]
+
+
+@pytest.mark.parametrize("command", ["generate", "infill"])
+def test_out_that_is_a_file_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, command):
+    """Issue 22 item 5: it was a FileExistsError traceback after the generation work."""
+    _no_model_load(monkeypatch)
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine")
+    args = _generate_or_infill(command, tmp_path, blocker)
+    for out in (blocker, blocker / "sub"):  # the file itself, or a file on the way to the folder
+        before = _files(tmp_path)
+        args[-1] = str(out)
+        t0 = time.perf_counter()
+        assert main(args) == 2
+        took = time.perf_counter() - t0  # measured, not asserted: the refused load above is the check
+        _one_error_line(capsys.readouterr().err, str(blocker), "not a folder")
+        assert _files(tmp_path) == before and blocker.read_text() == "mine", took
+
+
+@pytest.mark.parametrize("command", ["generate", "infill"])
+def test_unwritable_out_is_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, command):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere: a folder's permissions cannot refuse it")
+    _no_model_load(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        args = _generate_or_infill(command, tmp_path, locked)
+        for out in (locked, locked / "new" / "deeper"):  # the folder, or a missing one under it
+            args[-1] = str(out)
+            assert main(args) == 2
+            _one_error_line(capsys.readouterr().err, str(locked), "permission")
+            assert not any(locked.iterdir())
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("argv", [
+    ["render", "IN", "--out", "OUT"],
+    ["corpus", "build", "IN", "--out", "OUT"],
+    ["tokenize", "--corpus", "IN", "--out", "OUT"],
+    ["evaluate", "--out", "OUT"],
+    ["train", "--data", "IN", "--out", "OUT"],
+])
+def test_every_command_refuses_a_file_as_its_out_folder(tmp_path, capsys, argv):
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine")
+    src = _clip(tmp_path)
+    argv = [str(blocker) if a == "OUT" else str(src) if a == "IN" else a for a in argv]
+    assert main(argv) == 2
+    _one_error_line(capsys.readouterr().err, str(blocker), "not a folder")
+    assert blocker.read_text() == "mine" and _files(tmp_path) == ["clip.mid", "taken"]
+
+
+def test_new_only_without_continue_is_an_error(tmp_path, capsys, monkeypatch):
+    _no_model_load(monkeypatch)
+    assert main(["generate", "--new-only", "--out", str(tmp_path / "o")]) == 2
+    _one_error_line(capsys.readouterr().err, "--new-only", "--continue")
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_bar_is_one_bar(tmp_path, tiny_model_dir, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), "--bars", "1", "--seed", "3",
+                 "--out", str(tmp_path), "--name", "one"]) == 0
+    told = capsys.readouterr().err
+    assert ", 1 bar, " in told and "1 bars" not in told
+    from melodia.piece import Piece
+
+    piece = Piece.from_midi(tmp_path / "one.mid")
+    assert piece.bars == 1 and "(1 bar, " in repr(piece) and piece._title().endswith("1 bar")
+    from melodia.values import count
+
+    assert (count(1, "bar"), count(0, "bar"), count(2, "bar")) == ("1 bar", "0 bars", "2 bars")
+
+
+def test_serve_help_lists_every_route(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for route in ("GET /", "GET /health", "GET /moods", "GET /api",
+                  "POST /generate", "POST /continue", "POST /infill", "POST /render"):
+        assert route + " " in text, route

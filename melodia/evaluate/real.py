@@ -15,6 +15,7 @@ from ..errors import BadInputError, BadMidiError
 from ..midifile import load_score
 from ..music.meter import bar_starts
 from ..music.notes import TickNotes, tick_score
+from ..values import count
 
 if TYPE_CHECKING:
     import symusic
@@ -47,7 +48,7 @@ def excerpt(score: "symusic.Score", start_bar: int, bars: int) -> "symusic.Score
     bounds = note_bars(score)
     if not 0 <= start_bar < len(bounds) - 1 or bars < 1:
         raise BadInputError(f"excerpt: bars {start_bar}..{start_bar + bars - 1} are outside the "
-                            f"score's {len(bounds) - 1} bars")
+                            f"score's {count(len(bounds) - 1, 'bar')}")
     start = int(bounds[start_bar])
     stop = int(bounds[min(start_bar + bars, len(bounds) - 1)])
     return score.clip(start, stop, clip_end=True).shift_time(-start)

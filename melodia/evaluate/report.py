@@ -15,6 +15,7 @@ import numpy as np
 
 from ..fileio import write_json, write_text
 from ..render import render_png, write_midi
+from ..values import count
 from .figures import plot_confusion, plot_note_lengths, plot_scalar_features, plot_transitions
 from .metrics import FEATURES, SCALAR_FEATURES
 
@@ -60,7 +61,7 @@ def markdown(result: Mapping[str, Any]) -> str:
 def _head(result: Mapping[str, Any]) -> list[str]:
     s = result["settings"]
     return [f"# melodia evaluation: `{s['model']}`", "",
-            f"Corpus `{s['corpus']}` · n = {s['n']} · {s['bars']} bars · seed {s['seed']} · "
+            f"Corpus `{s['corpus']}` · n = {s['n']} · {count(s['bars'], 'bar')} · seed {s['seed']} · "
             f"guidance {s.get('guidance') or 'default'} · melodia {s['version']} · "
             f"{result.get('seconds', 0):.0f} s"
             + (" (" + ", ".join(f"{k} {v:.0f} s" for k, v in result["timings"].items()) + ")"
@@ -85,7 +86,7 @@ def _validity_section(result: Mapping[str, Any]) -> list[str]:
     s, v = result["settings"], result["validity"]
     lines = ["## Validity", "",
              f"{v['n']} generated sequences: **{percent(v['valid_share'])}** decode without token "
-             f"errors, **{percent(v['exact_bars_share'])}** have exactly {s['bars']} bars "
+             f"errors, **{percent(v['exact_bars_share'])}** have exactly {count(s['bars'], 'bar')} "
              f"(decoded at all: {percent(v['decoded_share'])}; mean token-error rate "
              f"{_fmt(v['mean_error_rate'], 4)}).", ""]
     by = result.get("validity_by_mood") or {}

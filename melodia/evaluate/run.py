@@ -20,11 +20,13 @@ import numpy as np
 
 from ..corpus import load_manifest
 from ..errors import BadInputError, BadMidiError, MelodiaError
+from ..fileio import check_out_dir
 from ..generate import MAX_N, GenerationConfig, Generator
 from ..model import DEFAULT_MODEL_DIR, load_model_dir
 from ..music.mood_estimator import MoodEstimator
 from ..music.moods import CANONICAL_MOODS
 from ..tokenizer import MelodiaTokenizer
+from ..values import count
 from ..version import __version__
 from .checks import check_sequence, cue_summary, mood_control_summary, validity_summary
 from .likelihood import likelihood
@@ -143,7 +145,7 @@ def _generate_sets(gen: GenerateFn, n: int, seed: int, bars: int, progress: bool
     """``n`` sequences per mood: ``any`` first, then each canonical mood, seeded apart."""
     sets: dict[str, list[list[int]]] = {}
     for k, mood in enumerate(("any",) + tuple(CANONICAL_MOODS)):
-        _say(progress, f"generating {n} x {bars} bars, mood {mood}")
+        _say(progress, f"generating {n} x {count(bars, 'bar')}, mood {mood}")
         seqs = [list(map(int, s)) for s in gen(mood, n, seed + 1000 * (k + 1), bars)]
         if len(seqs) != n:
             raise MelodiaError(f"the generator returned {len(seqs)} sequences for mood {mood}, "
@@ -313,6 +315,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 def cli_evaluate(args: argparse.Namespace) -> int:
     """Run ``melodia evaluate`` from parsed arguments. Example: ``cli_evaluate(parser.parse_args([...]))``."""
+    check_out_dir(args.out)
     r = evaluate(args.model, args.corpus, n=args.n, seed=args.seed, out_dir=args.out,
                  bars=args.bars, max_tokens=args.max_tokens or None, guidance=args.guidance,
                  progress=not args.quiet)

@@ -13,7 +13,7 @@ from ..errors import BadInputError
 from ..music.harmony import parse_progression, split_section_chords
 from ..music.keys import parse_key
 from ..music.meter import beats_per_bar, parse_meter
-from ..values import is_bool, is_int, is_number
+from ..values import count, is_bool, is_int, is_number
 
 __all__ = ["GenerationConfig", "MAX_BARS", "MAX_N", "MAX_SECTIONS", "MAX_ONSETS", "DYNAMICS",
            "with_overrides", "check_context_bars", "Request", "key_name"]
@@ -98,7 +98,7 @@ class GenerationConfig:
             raise BadInputError(f"seed {self.seed!r}: must be an integer or None")
         if self.max_tokens is not None and (not is_int(self.max_tokens) or self.max_tokens < self.min_tokens()):
             raise BadInputError(f"max_tokens {self.max_tokens!r}: must be an integer of at least "
-                                f"{self.min_tokens()} for {self.bars} bars")
+                                f"{self.min_tokens()} for {count(self.bars, 'bar')}")
         if isinstance(self.tags, str):
             raise BadInputError(f"tags {self.tags!r}: give a list of tags")
         for name in ("in_key", "leading_tone"):
@@ -128,7 +128,7 @@ class GenerationConfig:
         if len(form) > MAX_SECTIONS:
             raise BadInputError(f"form {self.form!r} has {len(form)} sections; at most {MAX_SECTIONS}")
         if len(form) > self.bars:
-            raise BadInputError(f"form {self.form!r} has {len(form)} sections, more than the {self.bars} bars")
+            raise BadInputError(f"form {self.form!r} has {len(form)} sections, more than the {count(self.bars, 'bar')}")
         if self.bars % len(form):
             raise BadInputError(f"form {self.form!r}: {self.bars} bars do not divide into {len(form)} equal "
                                 f"sections (try --bars {len(form) * max(1, round(self.bars / len(form)))})")

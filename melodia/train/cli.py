@@ -16,7 +16,7 @@ from typing import Any
 
 from ..corpus import build_corpus
 from ..errors import BadInputError, MelodiaError
-from ..fileio import write_json
+from ..fileio import check_out_dir, write_json
 from ..model import DEFAULT_MODEL_DIR
 from ..shards import tokenize_corpus
 from .checkpoint import read_checkpoint_state
@@ -122,6 +122,7 @@ def prepare_finetune(corpus: str | os.PathLike, base: str | os.PathLike, out: st
 
 def cli_train(args: argparse.Namespace) -> int:
     """Run ``melodia train`` from parsed options; returns the exit status. Example: ``cli_train(args)``."""
+    check_out_dir(args.out)
     init_from = getattr(args, "init_from", None)
     if init_from:
         if args.init and args.init != init_from:
