@@ -1,5 +1,6 @@
 """Finishing a piece after sampling: a form's sections made equal, the bars clipped, the
-dynamics shaped, and new notes placed into a prompt's score.
+dynamics shaped, the model's parts given to the instruments asked for, and new notes placed
+into a prompt's score.
 
 Example: ``score = shape_dynamics(clip_to_bars(score, 8), arousal=-0.5)``
 """
@@ -12,16 +13,19 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..music.harmony import bar_lines
-from ..music.meter import bar_starts, bar_ticks_at
+from ..music.instruments import PartPlan, instrument_name, instrument_range
+from ..music.meter import bar_starts, bar_ticks_at, meter_at
 from ..music.moods import mood_valence_arousal
 from ..piece import midi_safe
+from ..prepare import read_chord_markers
 from .config import DYNAMICS, GenerationConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import symusic  # heavy: loaded on first use
 
 __all__ = ["shape_dynamics", "clip_to_bars", "unify_sections", "place_notes", "replace_span", "dynamics_level",
-           "finish_piece", "finish_continuation", "finish_infill", "prompt_end"]
+           "arrange_parts", "part_warnings", "bass_line", "fit_range", "top_line", "finish_piece", "finish_continuation",
+           "finish_infill", "prompt_end", "new_bars_span"]
 
 
 def shape_dynamics(score: "symusic.Score", arousal: float, start_tick: int = 0, phrase_bars: int = 4,
@@ -195,6 +199,213 @@ def replace_span(orig: "symusic.Score", dec: "symusic.Score", start: int | None,
     return res
 
 
+# ------------------------------------------------------------------ instruments and their parts
+_Note = tuple  # (time, duration, pitch, velocity) in ticks
+
+
+def fit_range(notes: Sequence[_Note], program: int) -> list[_Note]:
+    """``notes`` moved into ``program``'s range (:func:`melodia.music.instruments.instrument_range`):
+    the whole part by the octave shift that leaves the fewest notes outside (the smallest shift
+    on a tie), then each note still outside by octaves onto the nearest edge of the range.
+
+    Example: ``fit_range([(0, 480, 84, 80)], 42) == [(0, 480, 72, 80)]``  # a cello plays it an octave down
+    """
+    lo, hi = instrument_range(program)
+    if not notes:
+        return []
+    pitches = [n[2] for n in notes]
+    shift = min(range(-4, 5), key=lambda k: (sum(not lo <= p + 12 * k <= hi for p in pitches), abs(k)))
+    out = []
+    for t, d, p, v in notes:
+        p += 12 * shift
+        while p < lo:
+            p += 12
+        while p > hi:
+            p -= 12
+        out.append((t, d, p, v))
+    return out
+
+
+def _beat_ticks(score: "symusic.Score", tick: int) -> int:
+    """Ticks of the beat the bass keeps at ``tick``: the meter's note value, a dotted one in a
+    compound meter (6/8, 9/8, 12/8)."""
+    num, den = meter_at(score, tick)
+    beat = score.ticks_per_quarter * 4 // den
+    return beat * 3 if den == 8 and num % 3 == 0 and num > 3 else beat
+
+
+def bass_line(score: "symusic.Score", source: Sequence[_Note], program: int, start: int = 0,
+              end: int | None = None) -> list[_Note]:
+    """A bass line for ``program`` made from ``source`` (the accompaniment's notes, as
+    ``(time, duration, pitch, velocity)`` ticks) between ticks ``start`` and ``end``.
+
+    A bass note starts at every chord change (the score's chord markers) and at every source
+    onset on a beat (in a bar with neither, at its first source onset). Its pitch is the root
+    (or slash bass) of the chord in force, else the lowest source note sounding there, placed in
+    the octave just above the bottom of the instrument's range (an electric bass: A♭1-G2); it
+    lasts to the next bass note, no longer than the source notes sounding under it (a bar at
+    most where none sound). Velocity: the loudest source note sounding, else the source's median.
+
+    Example: ``bass = bass_line(score, acc_notes, 33)``
+    """
+    if not source:
+        return []
+    end = max(t + d for t, d, _, _ in source) if end is None else end
+    starts = bar_starts(score, max(end, 1), close=True)
+    chords = sorted((t, c) for t, c in read_chord_markers(score) if t < end)
+    onsets = {t for t, c in chords if c is not None and t >= start}
+    bar_of = {}
+    for t, _, _, _ in source:
+        b = max(0, int(np.searchsorted(starts, t, side="right")) - 1)
+        bar_of.setdefault(b, t)
+        bar_of[b] = min(bar_of[b], t)
+        if (t - starts[b]) % _beat_ticks(score, t) == 0:
+            onsets.add(t)
+    for b, first in bar_of.items():
+        lo_t, hi_t = starts[b], starts[b + 1] if b + 1 < len(starts) else end
+        if not any(lo_t <= t < hi_t for t in onsets):
+            onsets.add(first)
+    lo = instrument_range(program)[0] + 4
+    vels = sorted(v for *_, v in source)
+    times = sorted(t for t in onsets if start <= t < end)
+    out = []
+    for k, t in enumerate(times):
+        nxt = times[k + 1] if k + 1 < len(times) else end
+        sounding = [n for n in source if n[0] <= t < n[0] + n[1]]
+        chord = next((c for ct, c in reversed(chords) if ct <= t), None)
+        if chord is not None:
+            pc = chord.bass if chord.bass is not None else chord.root
+        elif sounding:
+            pc = min(n[2] for n in sounding) % 12
+        else:
+            continue
+        stop = min(nxt, max(n[0] + n[1] for n in sounding)) if sounding else min(nxt, t + bar_ticks_at(score, t))
+        vel = max(n[3] for n in sounding) if sounding else vels[len(vels) // 2]
+        out.append((t, max(1, stop - t), lo + (pc - lo) % 12, vel))
+    return out
+
+
+def _bar_of(tick: int, lines: Sequence[int]) -> int:
+    return int(np.searchsorted(lines, tick, side="right")) - 1
+
+
+def _bars_sounding(notes: Sequence[_Note], lines: Sequence[int]) -> set[int]:
+    """Bars (from 0) where one of ``notes`` starts or sounds."""
+    return {b for t, d, _, _ in notes for b in range(max(_bar_of(t, lines), 0), len(lines) - 1)
+            if t < lines[b + 1] and t + max(d, 1) > lines[b]}
+
+
+def top_line(notes: Sequence[_Note]) -> list[_Note]:
+    """The highest voice of ``notes``: at each onset its highest note, held no longer than to the
+    next onset. Example: ``top_line([(0, 960, 60, 80), (0, 960, 67, 80), (480, 480, 64, 80)])
+    == [(0, 480, 67, 80), (480, 480, 64, 80)]``
+    """
+    firsts: dict[int, _Note] = {}
+    for n in notes:
+        if n[0] not in firsts or n[2] > firsts[n[0]][2]:
+            firsts[n[0]] = n
+    times = sorted(firsts)
+    return [(t, min(firsts[t][1], times[k + 1] - t) if k + 1 < len(times) else firsts[t][1], firsts[t][2],
+             firsts[t][3]) for k, t in enumerate(times)]
+
+
+def arrange_parts(score: "symusic.Score", plan: PartPlan | None, start: int = 0,
+                  end: int | None = None) -> "symusic.Score":
+    """The notes the model wrote with its own parts (``plan.sampled``: program → role) that start
+    in ticks ``[start, end)`` given to the instruments asked for (``plan.parts``; see
+    :func:`melodia.music.instruments.plan_parts`): each part gets the notes of the roles it
+    plays (a melody with ``lead_fill`` also the counter-melody's in bars where the melody has
+    no note, and a melody that does not play the accompaniment its :func:`top_line` in bars
+    still empty: an intro the model wrote without a melody), a bass part the :func:`bass_line` of the accompaniment (of all the notes where
+    the model has none), and every part is moved into its instrument's range by
+    :func:`fit_range`. Each part goes to the track of its program (a new one, named after the
+    instrument and role, where the score has none); the model's tracks left empty go; notes
+    outside ``[start, end)`` and tracks of other programs stay as they were. A part left with
+    no notes (the model wrote no counter-melody this time) gets no track (:func:`silent_parts`
+    says so). Returns a changed copy (``score`` itself with no plan).
+
+    Example: ``score = arrange_parts(score, plan_parts(["piano", "strings", "bass"], (0, 1, 2)))``
+    """
+    import symusic  # heavy: loaded on first use
+
+    if plan is None:
+        return score
+    out = score.copy()
+    lines = bar_starts(score, close=True)  # (of the notes as written: the moves below empty tracks)
+    stop = float("inf") if end is None else end
+    roles = dict(plan.sampled)
+    by_role: dict[str, list[_Note]] = {}
+    emptied = []
+    for tr in out.tracks:
+        prog = -1 if tr.is_drum else tr.program
+        if prog not in roles or not len(tr.notes):
+            continue
+        moved = [(n.time, n.duration, n.pitch, n.velocity) for n in tr.notes if start <= n.time < stop]
+        if not moved:
+            continue
+        by_role.setdefault(roles[prog], []).extend(moved)
+        kept = [n for n in tr.notes if not start <= n.time < stop]
+        tr.notes.clear()
+        for n in kept:
+            tr.notes.append(n)
+        if not kept:
+            emptied.append(tr)
+    for tr in emptied:
+        out.tracks.remove(tr)
+    melody_bars = _bars_sounding(by_role.get("melody", ()), lines)
+    counter = by_role.get("counter-melody", [])
+    fill = [n for n in counter if _bar_of(n[0], lines) not in melody_bars]
+    for part in plan.parts:
+        if part.role == "bass":
+            source = by_role.get("accompaniment") or [n for r, ns in by_role.items() if r != "drums" for n in ns]
+            notes = bass_line(out, sorted(source), part.program, start, end)
+        else:
+            notes = [n for r in part.plays for n in by_role.get(r, [])]
+            if part.lead_fill:
+                notes += fill
+            elif "counter-melody" in part.plays and any(q.lead_fill for q in plan.parts):
+                notes = [n for n in notes if n not in fill]  # the fill went to the melody
+            if part.role == "melody" and "accompaniment" not in part.plays:
+                played = _bars_sounding(notes, lines)  # bars the melody has: the others get the top line
+                floor = min((n[2] for n in notes), default=60)  # ... moved up to the melody's register
+                notes += [(t, d, p + 12 * max(0, -((p - floor) // 12)), v) for t, d, p, v in
+                          top_line([n for n in by_role.get("accompaniment", ()) if _bar_of(n[0], lines) not in played])]
+        if not notes:
+            continue
+        if part.role != "drums":
+            notes = fit_range(notes, part.program)
+        drum = part.program == -1
+        target = next((t for t in out.tracks if t.is_drum == drum and (drum or t.program == part.program)), None)
+        if target is None:
+            out.tracks.append(symusic.Track(f"{instrument_name(part.program)} ({part.role})",
+                                            program=max(part.program, 0), is_drum=drum))
+            target = out.tracks[-1]
+        for t, d, p, v in notes:
+            target.notes.append(symusic.Note(int(t), int(d), int(p), int(v)))
+        target.notes.sort(key=lambda x: (x.time, x.pitch))
+    return midi_safe(out)
+
+
+def part_warnings(score: "symusic.Score", plan: PartPlan | None, start: int = 0,
+                  end: int | None = None) -> list[str]:
+    """What a piece arranged by ``plan`` could not honour: the plan's warnings, and a line for
+    each part with no note starting in ticks ``[start, end)`` (the model wrote no counter-melody
+    in this piece, say). Example: ``part_warnings(score, plan)  # [] when every part plays``
+    """
+    if plan is None:
+        return []
+    stop = float("inf") if end is None else end
+    out = list(plan.warnings)
+    for part in plan.parts:
+        drum = part.program == -1
+        if not any(start <= n.time < stop for t in score.tracks if t.is_drum == drum
+                   and (drum or t.program == part.program) for n in t.notes):
+            what = "accompaniment to make a bass line from" if part.role == "bass" else part.role
+            out.append(f"{instrument_name(part.program)} ({part.role}) has no notes: the model wrote no {what} "
+                       + ("in the new bars" if start or end is not None else "in this piece"))
+    return out
+
+
 # ------------------------------------------------------------------ finishing a request's pieces
 def dynamics_level(dynamics: str, mood: str | None, arousal: float | None) -> float | None:
     """The arousal :func:`shape_dynamics` follows for a request, or None to keep the model's
@@ -216,10 +427,12 @@ def dynamics_level(dynamics: str, mood: str | None, arousal: float | None) -> fl
         return None
 
 
-def finish_piece(score: "symusic.Score", cfg: GenerationConfig, level: float | None) -> "symusic.Score":
-    """A new piece's decoded score finished: with a form, clipped to ``cfg.bars`` and its
-    sections made equal; the exact ``cfg.tempo`` (the model saw the nearest tempo token); the
-    dynamics shaped by ``level`` over phrases of a section (else 4 bars).
+def finish_piece(score: "symusic.Score", cfg: GenerationConfig, level: float | None,
+                 plan: PartPlan | None = None) -> "symusic.Score":
+    """A new piece's decoded score finished: with a form, clipped to ``cfg.bars``; the model's
+    parts given to the instruments asked for (``plan``, see :func:`arrange_parts`); with a form, its sections made equal; the exact ``cfg.tempo`` (the model saw
+    the nearest tempo token); the dynamics shaped by ``level`` over phrases of a section (else
+    4 bars).
 
     Example: ``score = finish_piece(tok.decode(ids), cfg, dynamics_level("mood", "calm", None))``
     """
@@ -228,7 +441,10 @@ def finish_piece(score: "symusic.Score", cfg: GenerationConfig, level: float | N
     sections = cfg.sections()
     phrase = sections[0][2] if sections else 4
     if sections:  # a repeated last section may hold notes past the end: cut there
-        score = unify_sections(midi_safe(clip_to_bars(score, cfg.bars)), sections, cfg.vary)  # cuts first
+        score = midi_safe(clip_to_bars(score, cfg.bars))  # cuts first
+    score = arrange_parts(score, plan)
+    if sections:
+        score = unify_sections(score, sections, cfg.vary)
     if cfg.tempo is not None:
         score.tempos.clear()
         score.tempos.append(symusic.Tempo(0, qpm=float(cfg.tempo)))
@@ -244,26 +460,45 @@ def prompt_end(score: "symusic.Score", tpq: int) -> int:
     return int(round(end * tpq / score.ticks_per_quarter))
 
 
+def new_bars_span(score: "symusic.Score", first: int, last: int | None = None) -> tuple[int, int | None]:
+    """Ticks ``[start, end)`` of bars ``first``..``last`` (from 1; ``last`` None: to the end,
+    end None) of ``score``: where an infill's (or a continuation's) new notes start.
+
+    Example: ``new_bars_span(score, 5, 8) == (7680, 15360)``  # 4/4 at 480 per quarter
+    """
+    starts = bar_starts(score)
+    t1 = starts[last] if last is not None and last < len(starts) else None
+    return starts[first - 1], t1
+
+
 def finish_continuation(scores: list["symusic.Score"], prompt: "symusic.Score", level: float | None,
-                        include_prompt: bool) -> list["symusic.Score"]:
-    """Continuations with their new bars' dynamics shaped by ``level`` (the prompt keeps its own).
+                        include_prompt: bool, plan: PartPlan | None = None) -> list["symusic.Score"]:
+    """Continuations with their new bars' parts given to the instruments asked for (``plan``,
+    see :func:`arrange_parts`) and their dynamics shaped by ``level`` (the prompt keeps its own).
 
     Example: ``scores = finish_continuation(scores, clip, -0.5, include_prompt=True)``
     """
-    if level is None:
+    if level is None and plan is None:
         return scores
     new_from = prompt_end(prompt, scores[0].ticks_per_quarter) if include_prompt else 0
+    scores = [arrange_parts(s, plan, start=new_from) for s in scores]
+    if level is None:
+        return scores
     return [shape_dynamics(s, level, start_tick=new_from) for s in scores]
 
 
-def finish_infill(scores: list["symusic.Score"], first: int, last: int, level: float | None) -> list["symusic.Score"]:
-    """Infilled clips with the dynamics of bars ``first``..``last`` (from 1) shaped by ``level``.
+def finish_infill(scores: list["symusic.Score"], first: int, last: int, level: float | None,
+                  plan: PartPlan | None = None) -> list["symusic.Score"]:
+    """Infilled clips with the new notes of bars ``first``..``last`` (from 1) given to the
+    instruments asked for (``plan``, see :func:`arrange_parts`) and their dynamics shaped by
+    ``level``.
 
     Example: ``scores = finish_infill(scores, 5, 8, 0.5)``
     """
+    if level is None and plan is None:
+        return scores
+    t0, t1 = new_bars_span(scores[0], first, last)
+    scores = [arrange_parts(s, plan, start=t0, end=t1) for s in scores]
     if level is None:
         return scores
-    starts = bar_starts(scores[0])
-    t0 = starts[first - 1]
-    t1 = starts[last] if last < len(starts) else None
     return [shape_dynamics(s, level, start_tick=t0, end_tick=t1) for s in scores]
