@@ -29,10 +29,20 @@ from typing import TYPE_CHECKING, Any, Union
 
 from .errors import BadInputError, BadModelError
 from .generate import MAX_BARS, GenerationConfig, Generator
-from .generate.arrange import dynamics_level, finish_continuation, finish_infill, finish_piece
-from .generate.config import key_name
+from .generate.arrange import (
+    dynamics_level,
+    finish_continuation,
+    finish_infill,
+    finish_piece,
+    new_bars_span,
+    part_warnings,
+    prompt_end,
+)
+from .generate.config import key_name, with_overrides
+from .generate.prompt import read_clip
 from .midifile import load_score
 from .model import DEFAULT_MODEL_DIR, load_inference_weights
+from .music.instruments import PartPlan, plan_parts
 from .music.meter import bar_starts
 from .music.moods import normalise_word, resolve_mood
 from .piece import ChordSpan, Note, NoteLike, Piece, notes_to_score
@@ -157,6 +167,20 @@ class Composer:
         return [c[4:] for c in self.tokenizer.controls if c.startswith("TAG_")]
 
     @property
+    def styles(self) -> list[str]:
+        """Styles this model can be asked for (``style=`` of :meth:`generate`): the one list the
+        CLI, the server and ``melodia info`` show. [] for a model trained before styles (the
+        shipped one today): such a model takes no style. Example: ``c.styles  # ['chorale', 'classical', 'folk', 'pop']``
+        """
+        return list(self.tokenizer.styles)
+
+    @property
+    def default_style(self) -> str | None:
+        """The style of a request that names none: "pop" when the model knows it, else None (no
+        style token). Example: ``c.default_style  # 'pop'``"""
+        return self.tokenizer.default_style
+
+    @property
     def meters(self) -> list[str]:
         """Time signatures the model can write, like ``["4/4", "3/4", "6/8"]``. Example: ``c.meters``."""
         names = [t[8:] for t in self.tokenizer.remi.vocab if t.startswith("TimeSig_")]
@@ -182,6 +206,33 @@ class Composer:
                                         f"their aliases, and {', '.join(extra)}") from None
             raise
 
+    def mood_or_tag(self, mood: str | None, tags: Sequence[str] = ()) -> tuple[str | None, list[str]]:
+        """A request's ``mood`` and ``tags`` as this model knows them: tags normalised as corpus
+        folder names are (``"Film Noir"`` → ``"film_noir"``), each once; a ``mood`` that is no
+        mood of this model but one of its tags (a fine-tuning folder ``jazzy/``) becomes a tag,
+        with mood None (any). Returns ``(mood, tags)``; an unknown tag, or a word that is
+        neither, raises :class:`BadInputError` naming the moods and tags the model knows.
+
+        Example: ``c.mood_or_tag("jazzy", ["Film"]) == (None, ["film", "jazzy"])``
+        """
+        words = list(dict.fromkeys(w for w in (normalise_word(t) for t in tags) if w))
+        known = ", ".join(self.tags)
+        for t in words:
+            if t not in self.tags:
+                raise BadInputError(f"unknown tag {t!r}; " + (f"this model knows {known}" if known else
+                                    "this model has no tags (a fine-tuning corpus's sub-folder names and "
+                                    "labels.csv give them)"))
+        if mood is None:
+            return None, words
+        try:
+            self.resolve_mood(mood)
+        except BadInputError as e:
+            word = normalise_word(mood)
+            if word not in self.tags:
+                raise BadInputError(f"{e}; this model also knows the tags {known}" if known else str(e)) from None
+            return None, words + [word] * (word not in words)
+        return mood, words
+
     # ------------------------------------------------------------------ composing
     def _config(self, **kw: Any) -> GenerationConfig:
         cfg = GenerationConfig(**kw)
@@ -195,7 +246,7 @@ class Composer:
                  top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
                  leading_tone: bool = False, dynamics: str = "mood",
                  chords: str | Sequence[str] | None = None, form: str | None = None,
-                 vary: bool = False) -> list[Piece]:
+                 vary: bool = False, style: str | None = None) -> list[Piece]:
         """Compose ``n`` new pieces of exactly ``bars`` bars.
 
         ``form`` (``"AABA"``, ``"ABAC"``: letters, up to 8) splits the bars into equal
@@ -223,11 +274,19 @@ class Composer:
         * ``mood``: ``happy``, ``tense``, ``sad``, ``calm``, an alias (``"melancholic"``), a user
           mood the model was fine-tuned on, or None (no mood); or instead ``valence`` and
           ``arousal`` in [-1, 1] (Russell's quadrants).
+        * ``style``: one of :attr:`styles` ("pop", "folk", "chorale", "classical", or a fine-tuning
+          folder's own); None = :attr:`default_style` ("pop" where the model knows it, else no
+          style). A model without style tokens (the shipped one today) takes no style: asking for
+          one is a :class:`BadInputError` saying so; an unknown style names the known ones.
         * ``key`` ("F major", "Am"; None: the generator picks one that suits the mood, and the
           piece's ``key`` says which), ``tempo`` (quarter notes per minute, 20-400; None lets the
           model choose), ``meter`` ("4/4", "3/4", "6/8" ...), ``instruments`` (names such as
           ``["piano", "bass"]`` or GM programs; None = the model's default set, melodia.json's
           ``default_programs``: for the shipped model melody, counter-melody and piano, 0, 1, 2).
+          Named instruments each get a part of what the model wrote with its own set: a bass
+          a bass line, the first other the melody, the next that plays chords the
+          accompaniment, the next the counter-melody (:func:`melodia.music.instruments.plan_parts`);
+          what cannot be honoured is left out and said in ``piece.warnings``.
         * ``n`` variations (1-16) sampled as one batch; ``seed`` makes the result repeatable
           (same seed, model and device → same notes); ``temperature`` > 0; ``guidance`` is the
           classifier-free guidance scale (1 = off; above 1 weighs the mood and key more, which for
@@ -239,14 +298,17 @@ class Composer:
         mood_name = self.resolve_mood(mood, valence, arousal)
         level = dynamics_level(dynamics, mood_name, arousal)
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key, tempo=tempo,
-                           meter=meter, instruments=instruments, tags=tuple(tags), n=n, seed=seed,
+                           meter=meter, instruments=instruments, tags=tuple(tags), style=style, n=n, seed=seed,
                            temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
                            leading_tone=leading_tone, chords=chords, form=form, vary=vary)
         key_name(key)  # a bad key fails before any work
+        plan, sample = self._parts(cfg, None)
         with self._lock:
-            rows, key_used = self._gen.generate_keyed(cfg, self._gen.resolve(cfg, mood_name))
-            scores = [self.tokenizer.decode(ids) for ids in rows]
-        return [Piece(finish_piece(s, cfg, level), mood=mood_name, key=key_used, seed=seed, bars=bars)
+            rows, key_used = self._gen.generate_keyed(sample, self._gen.resolve(sample, mood_name))
+            notes = list(self._gen.notes)  # e.g. chords asked for outside the key
+            scores = [finish_piece(self.tokenizer.decode(ids), cfg, level, plan) for ids in rows]
+        return [Piece(s, mood=mood_name, key=key_used, seed=seed, bars=bars,
+                      warnings=notes + part_warnings(s, plan))
                 for s in scores]
 
     def continue_from(self, prompt: PromptLike, bars: int = 4, mood: str | None = None, key: str | None = None,
@@ -256,7 +318,7 @@ class Composer:
                       valence: float | None = None, arousal: float | None = None, tags: Sequence[str] = (),
                       top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
                       leading_tone: bool = False, dynamics: str = "mood",
-                      chords: str | Sequence[str] | None = None) -> list[Piece]:
+                      chords: str | Sequence[str] | None = None, style: str | None = None) -> list[Piece]:
         """Continue a prompt by exactly ``bars`` new bars; its last ``context_bars`` bars are the
         model's context. ``dynamics`` shapes the new bars only (the prompt keeps its own).
         ``chords`` are the new bars' chords (cycled from the first new bar; the key stays the
@@ -279,17 +341,21 @@ class Composer:
         level = dynamics_level(dynamics, mood_name, arousal)
         if not isinstance(include_prompt, bool):
             raise BadInputError(f"include_prompt must be true or false, got {include_prompt!r}")
-        score = self._prompt_score(prompt, tempo, meter, "continue_from")
+        score, notes = read_clip(self._prompt_score(prompt, tempo, meter, "continue_from"))  # its metre
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key,
-                           instruments=instruments, tags=tuple(tags), n=n, seed=seed, temperature=temperature,
+                           instruments=instruments, tags=tuple(tags), style=style, n=n, seed=seed,
+                           temperature=temperature,
                            guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
                            leading_tone=leading_tone, chords=chords)
+        plan, sample = self._parts(cfg, list(self._gen.default_programs))
         with self._lock:  # no key given: the new bars are in the prompt's, and the pieces say so
-            scores, key_used = self._gen.continue_keyed(score, bars=bars, context_bars=context_bars, cfg=cfg,
+            scores, key_used = self._gen.continue_keyed(score, bars=bars, context_bars=context_bars, cfg=sample,
                                                         include_prompt=include_prompt, mood=mood_name)
-        scores = finish_continuation(scores, score, level, include_prompt)
-        return [Piece(s, mood=mood_name, key=key_used, seed=seed, bars=None if include_prompt else bars)
-                for s in scores]
+            notes += self._gen.notes
+        scores = finish_continuation(scores, score, level, include_prompt, plan)
+        new_from = prompt_end(score, scores[0].ticks_per_quarter) if include_prompt else 0
+        return [Piece(s, mood=mood_name, key=key_used, seed=seed, bars=None if include_prompt else bars,
+                      warnings=notes + part_warnings(s, plan, start=new_from)) for s in scores]
 
     def infill(self, prompt: PromptLike, bars: "tuple[int, int] | Sequence[int] | int | str",
                mood: str | None = None, key: str | None = None, chords: str | Sequence[str] | None = None,
@@ -297,7 +363,8 @@ class Composer:
                temperature: float = 1.0, guidance: float = 1.0, *, context_bars: int = 4,
                tempo: float | None = None, meter: str | None = None, valence: float | None = None,
                arousal: float | None = None, tags: Sequence[str] = (), top_k: int = 0, top_p: float = 0.95,
-               in_key: bool = True, leading_tone: bool = False, dynamics: str = "mood") -> list[Piece]:
+               in_key: bool = True, leading_tone: bool = False, dynamics: str = "mood",
+               style: str | None = None) -> list[Piece]:
         """Rewrite some bars of a clip in place: ``bars=(5, 8)`` (or ``"5-8"``, or ``6`` for one
         bar; counted from 1, inclusive). Every note that starts outside those bars stays as it
         was (notes held into them from before included); the notes starting inside are
@@ -318,18 +385,32 @@ class Composer:
         first, last = parse_bar_span(bars)
         mood_name = self.resolve_mood(mood, valence, arousal)
         level = dynamics_level(dynamics, mood_name, arousal)
-        score = self._prompt_score(prompt, tempo, meter, "infill")
+        score, notes = read_clip(self._prompt_score(prompt, tempo, meter, "infill"))  # its metre
         if score.note_num() == 0:
             raise BadInputError("infill: the clip has no notes")
         cfg = self._config(bars=min(last - first + 1, MAX_BARS), mood=mood, valence=valence, arousal=arousal,
-                           key=key, instruments=instruments, tags=tuple(tags), n=n, seed=seed,
+                           key=key, instruments=instruments, tags=tuple(tags), style=style, n=n, seed=seed,
                            temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
                            leading_tone=leading_tone, chords=chords)
+        plan, sample = self._parts(cfg, list(self._gen.default_programs))
         with self._lock:  # no key given: the clip's own
-            scores, key_used = self._gen.infill_keyed(score, first, last, context_bars=context_bars, cfg=cfg,
+            scores, key_used = self._gen.infill_keyed(score, first, last, context_bars=context_bars, cfg=sample,
                                                       mood=mood_name)
-        scores = finish_infill(scores, first, last, level)
-        return [Piece(s, mood=mood_name, key=key_used, seed=seed, bars=len(bar_starts(score))) for s in scores]
+            notes += self._gen.notes
+        scores = finish_infill(scores, first, last, level, plan)
+        span = new_bars_span(scores[0], first, last)
+        return [Piece(s, mood=mood_name, key=key_used, seed=seed, bars=len(bar_starts(score)),
+                      warnings=notes + part_warnings(s, plan, *span)) for s in scores]
+
+    def _parts(self, cfg: GenerationConfig, sample: Any) -> tuple[PartPlan | None, GenerationConfig]:
+        """The plan that gives the model's own parts to ``cfg.instruments`` (:func:`plan_parts`;
+        None: nothing to arrange) and the config to sample with: the model writes with its own
+        set (``sample``: None for a new piece; the set itself for a prompt, where None means the
+        prompt's programs), and the parts are given to the instruments after sampling
+        (:func:`melodia.generate.arrange.arrange_parts`). Example: ``plan, sample = self._parts(cfg, None)``
+        """
+        plan = plan_parts(cfg.instruments, self._gen.default_programs)
+        return plan, (cfg if plan is None else with_overrides(cfg, {"instruments": sample}))
 
     def _prompt_score(self, prompt: Any, tempo: float | None, meter: str | None,
                       what: str = "continue_from") -> "symusic.Score":
@@ -352,7 +433,8 @@ class Composer:
         """What the server's ``/health`` shows about the model. Example: ``c.info()["preset"]``."""
         return {"name": self.name, "preset": self.meta.get("preset"), "parameters": self.meta.get("parameters"),
                 "version": self.meta.get("version"), "device": self.device, "moods": self.moods,
-                "meters": self.meters, "tags": self.tags}
+                "meters": self.meters, "tags": self.tags, "styles": self.styles,
+                "default_style": self.default_style}
 
     def __repr__(self) -> str:
         return f"Composer({self.name!r}, preset={self.meta.get('preset')!r}, device={self.device!r})"

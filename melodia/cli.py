@@ -3,7 +3,10 @@
 ``melodia corpus build|stats``, ``melodia tokenize``, ``melodia train``, ``melodia generate``,
 ``melodia infill``, ``melodia render``, ``melodia serve``, ``melodia evaluate``, ``melodia info``. Each
 subcommand's module is imported only when it runs (:func:`stage`), so ``melodia --help`` is fast. A :class:`~melodia.errors.MelodiaError` prints one clear line
-(``melodia: error: …``) and exits with status 2; anything else is a bug and shows a traceback.
+(``melodia: error: …``) and exits with status 2, and so does an ``OSError`` (a full disk, a
+folder that vanished): it names the file, with no traceback; anything else is a bug and shows a
+traceback. A :class:`~melodia.errors.MelodiaWarning` (dense tempo changes merged on reading a
+MIDI file) prints one ``melodia: warning: …`` line and the command goes on.
 
 Example:
     $ melodia corpus build music21: data/pop909 --out C
@@ -14,11 +17,12 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from .errors import BadInputError, MelodiaError, OutputExistsError
+from .errors import BadInputError, MelodiaError, MelodiaWarning, OutputExistsError
 from .values import count
 from .version import __version__
 
@@ -37,9 +41,11 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     stage("fileio").check_out_dir(args.out)
     corpus = stage("corpus")
     s = corpus.build_corpus(args.sources, args.out, workers=args.workers, progress=not args.quiet,
-                     quantize=args.quantize)
+                     quantize=args.quantize, style=args.style)
     print(f"{s.out}: {s.pieces} pieces ({s.processed_units} files processed, {s.reused_units} unchanged), "
           f"{s.duplicates} duplicates dropped, {s.skipped} skipped (see {s.out}/report.json)")
+    if s.metre_note:
+        print(f"metre: {s.metre_note}")
     if not args.quiet:
         print(corpus.format_stats(corpus.corpus_stats(s.out)))
     if args.strict and s.skipped:
@@ -76,8 +82,9 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    stems, formats = _output_plan(args, args.name or (f"{args.mood or 'any'}-{args.seed}" if args.seed is not None
-                                                      else (args.mood or "piece")))
+    label = args.mood or next(iter(_tag_list(args)), None)  # the file name says what was asked for
+    stems, formats = _output_plan(args, args.name or (f"{label or 'any'}-{args.seed}" if args.seed is not None
+                                                      else (label or "piece")))
     instruments = [x.strip() for x in args.instruments.split(",")] if args.instruments else None
     if args.continue_from:
         if args.meter is not None:
@@ -89,9 +96,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     elif args.new_only:
         raise BadInputError("--new-only applies to --continue: give --continue CLIP.mid too")
     composer = _load_composer(args)
-    common = dict(mood=args.mood, key=args.key, instruments=instruments, n=args.n, seed=args.seed,
+    mood, tags = _mood_and_tags(composer, args)
+    common = dict(mood=mood, tags=tags, key=args.key, instruments=instruments, n=args.n, seed=args.seed,
                   temperature=args.temperature, guidance=args.guidance, in_key=not args.chromatic,
-                  leading_tone=args.leading_tone, dynamics=args.dynamics)
+                  leading_tone=args.leading_tone, dynamics=args.dynamics, style=args.style)
     if args.continue_from:
         pieces = composer.continue_from(args.continue_from, bars=args.bars, context_bars=args.context_bars,
                                         include_prompt=not args.new_only, chords=args.chords, **common)
@@ -100,6 +108,21 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                    chords=args.chords, form=args.form, vary=args.vary, **common)
     _write_pieces(args, pieces, stems, formats)
     return 0
+
+
+def _tag_list(args: argparse.Namespace) -> list[str]:
+    """The words of every ``--tag`` (repeated, or comma-separated), as typed."""
+    return [t.strip() for flag in args.tags or () for t in flag.split(",") if t.strip()]
+
+
+def _mood_and_tags(composer, args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """``--mood`` and ``--tag`` as the model knows them (``Composer.mood_or_tag``): a --mood that
+    is one of the model's tags rather than one of its moods is used as a tag, and stderr says so."""
+    mood, tags = composer.mood_or_tag(args.mood, _tag_list(args))
+    if args.mood is not None and mood is None:
+        print(f"melodia: {args.mood.strip()} is a tag of this model, not a mood: generating with "
+              f"{'tag' if len(tags) == 1 else 'tags'} {', '.join(tags)} and mood any", file=sys.stderr)
+    return mood, tags
 
 
 def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[str]]:
@@ -137,6 +160,8 @@ def _write_pieces(args: argparse.Namespace, pieces: list, stems: list[str], form
         print(f"melodia: {s}: {piece.mood or 'any'}, {piece.key or 'no key'}, {piece.tempo:g} qpm, "
               f"{piece.meter}, {count(piece.bars, 'bar')}, {count(len(piece), 'note')}"
               + (f"; chords: {shown}" if chords else ""), file=sys.stderr)
+    for note in dict.fromkeys(w for piece in pieces for w in piece.warnings):  # each once
+        print(f"melodia: note: {note}", file=sys.stderr)
 
 
 def _cmd_infill(args: argparse.Namespace) -> int:
@@ -147,10 +172,11 @@ def _cmd_infill(args: argparse.Namespace) -> int:
                                   + (f"-{args.seed}" if args.seed is not None else ""))
     instruments = [x.strip() for x in args.instruments.split(",")] if args.instruments else None
     composer = _load_composer(args)
-    pieces = composer.infill(args.clip, bars=(first, last), mood=args.mood, key=args.key, chords=args.chords,
+    mood, tags = _mood_and_tags(composer, args)
+    pieces = composer.infill(args.clip, bars=(first, last), mood=mood, tags=tags, key=args.key, chords=args.chords,
                              instruments=instruments, n=args.n, seed=args.seed, temperature=args.temperature,
                              guidance=args.guidance, context_bars=args.context_bars, in_key=not args.chromatic,
-                             leading_tone=args.leading_tone, dynamics=args.dynamics)
+                             leading_tone=args.leading_tone, dynamics=args.dynamics, style=args.style)
     _write_pieces(args, pieces, stems, formats)
     return 0
 
@@ -162,7 +188,6 @@ def _cmd_infill(args: argparse.Namespace) -> int:
 LEFT_OUT = {
     "valence": "a point on the mood plane is for programs (API, server); at a shell --mood names the mood",
     "arousal": "as valence",
-    "tags": "user tags belong to a fine-tuned model; the API and the server take them",
     "top_k": "a sampling cut-off for experiments; --temperature and --guidance are the sampling knobs here",
     "top_p": "as top_k",
 }
@@ -173,18 +198,30 @@ INFILL_LEFT_OUT = {
 }
 #: flags whose name is not the field's: field -> flag destination (``--chromatic`` is ``in_key=False``)
 FLAG_OF = {"in_key": "chromatic"}
+#: ``--tag`` of generate and infill
+TAG_HELP = ("a tag of a fine-tuned model (its corpus's sub-folder names and labels.csv tags; `melodia info "
+            "--model DIR` lists them); repeat it or give several comma-separated: --tag jazzy,film")
+#: ``--style`` of generate and infill (the model's styles: ``melodia info``, Composer.styles)
+STYLE_HELP = ("pop, folk, chorale, classical, or a style the model was fine-tuned on (default: pop where the "
+              "model knows it, else none; a model trained before styles, like the shipped one today, takes none)")
 
 
 def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--mood", help="happy, tense, sad, calm (or an alias such as joyful, dark, "
-                                  "melancholic, peaceful; or a mood your fine-tuned model knows)")
+                                  "melancholic, peaceful; or a mood your fine-tuned model knows; a tag of "
+                                  "the model that is none of its moods is used as --tag, with mood any)")
+    g.add_argument("--tag", dest="tags", action="append", metavar="TAG", help=TAG_HELP)
     g.add_argument("--bars", type=int, default=8, help="bars to write, 1-64 (default 8)")
     g.add_argument("--key", help='e.g. "D minor", "F#", "Bbm" (default: one that suits the mood)')
+    g.add_argument("--style", help=STYLE_HELP)
     g.add_argument("--tempo", type=float, help="quarter notes per minute (default: the mood's range)")
     g.add_argument("--meter", help='time signature, e.g. 3/4 (default 4/4)')
-    g.add_argument("--instruments", help="comma-separated, e.g. piano,strings,bass (default: the model's "
-                                         "own set; the shipped model's is melody, counter-melody and piano "
-                                         "accompaniment, GM programs 0, 1, 2)")
+    g.add_argument("--instruments", help="comma-separated, e.g. piano,strings,bass: the model writes its own "
+                                         "parts (the shipped model's: melody, counter-melody and piano "
+                                         "accompaniment, GM programs 0, 1, 2; the default) and each instrument "
+                                         "gets one: a bass a bass line from the accompaniment, the first other "
+                                         "the melody, the next that plays chords the accompaniment, the next "
+                                         "the counter-melody; what cannot be honoured is a 'melodia: note:'")
     g.add_argument("--n", type=int, default=1, help="variations, 1-16 (default 1)")
     g.add_argument("--seed", type=int, help="same seed, model and machine → same notes")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
@@ -236,12 +273,16 @@ def _add_infill_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("clip", metavar="CLIP.mid", help="the MIDI clip to rewrite bars of")
     g.add_argument("--bars", required=True, metavar="FIRST-LAST",
                    help="the bars to rewrite, counted from 1: 5-8, or 6 for one bar")
-    g.add_argument("--mood", help="mood of the new bars (default: none; the model follows the clip)")
+    g.add_argument("--mood", help="mood of the new bars (default: none; the model follows the clip; a tag of "
+                                  "the model that is none of its moods is used as --tag)")
+    g.add_argument("--tag", dest="tags", action="append", metavar="TAG", help=TAG_HELP)
     g.add_argument("--key", help="key of the new bars (default: the clip's own, estimated from its notes)")
+    g.add_argument("--style", help=STYLE_HELP)
     g.add_argument("--chords", metavar="PROGRESSION",
                    help='chords for the rewritten bars, one a bar and cycled from the first: "F G"; '
                         '"Am:2 F:2" gives a chord 2 beats (default: the model chooses)')
-    g.add_argument("--instruments", help="comma-separated instruments of the new notes (default: the clip's)")
+    g.add_argument("--instruments", help="comma-separated instruments of the new notes, each given a part as "
+                                         "for generate (default: the clip's)")
     g.add_argument("--context-bars", type=int, default=4,
                    help="bars on each side of the span the model reads (default 4)")
     g.add_argument("--n", type=int, default=1, help="variations, 1-16 (default 1)")
@@ -290,6 +331,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="snap the onsets of MIDI files found off the sixteenth grid (played, unquantised "
                         "performances) to sixteenths and eighth-note triplets; without it they are "
                         "kept as played and listed in report.json")
+    b.add_argument("--style", metavar="NAME",
+                   help="the style of the MIDI folders and files given (their pieces' STYLE_NAME control token; "
+                        "a model trained on them takes --style NAME). Default: none, no style token. "
+                        "POP909 is always 'pop', music21: 'folk', 'chorale' (Bach) or 'classical'")
     b.add_argument("--quiet", action="store_true", help="no progress bar or stats")
     b.set_defaults(func=_cmd_corpus_build)
     s = csub.add_parser("stats", help="print the mood, key, tempo and source distribution")
@@ -339,7 +384,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             add(sp)
             sp.set_defaults(func=lambda a, run=run: run(a) or 0)
 
-    i = sub.add_parser("info", help="versions and where things are")
+    i = sub.add_parser("info", help="versions and where things are; with --model, what a model can be asked for")
+    i.add_argument("--model", metavar="DIR", help="also list this model directory's moods, tags, styles and meters "
+                                                  "(e.g. a fine-tuning run's RUN/model)")
     i.set_defaults(func=_cmd_info)
     return p
 
@@ -355,7 +402,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"  {pkg} not installed")
     default = Path(__file__).parent / "weights" / "default"
     print(f"default model: {default if (default / 'config.json').exists() else 'not built (scripts/train_default.py)'}")
+    if args.model:
+        info = stage("api").Composer.load(args.model, device="cpu").info()
+        size = f", {info['parameters'] / 1e6:.2f}M parameters" if info.get("parameters") else ""
+        print(f"model {args.model}: {info.get('preset') or 'unknown'} preset{size}")
+        for name in ("moods", "tags", "styles", "meters"):  # what --mood, --tag, --style and --meter take
+            print(f"  {name}: {', '.join(info.get(name) or ()) or 'none'}")
     return 0
+
+
+def _warning_printer(show: Callable) -> Callable:
+    """``warnings.showwarning`` that prints a MelodiaWarning as one ``melodia: warning:`` line
+    and hands any other warning to ``show``."""
+    def show_warning(message, category, *args, **kwargs) -> None:
+        if issubclass(category, MelodiaWarning):
+            print(f"melodia: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+    return show_warning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,9 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # a MelodiaWarning is one "melodia: warning:" line, each once
+            warnings.simplefilter("default", MelodiaWarning)
+            warnings.showwarning = _warning_printer(warnings.showwarning)
+            return int(args.func(args) or 0)
     except MelodiaError as e:
         print(f"melodia: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # what the system refused (a full disk, a vanished folder): no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"melodia: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("melodia: interrupted", file=sys.stderr)

@@ -11,7 +11,8 @@
 * a POP909 folder (``NNN/NNN.mid`` + ``beat_midi.txt``, ``key_audio.txt``,
   ``chord_midi.txt``), recognised by its layout and read on its annotated beats
   (:func:`melodia.pop909.read_pop909`): bar 1 at the first downbeat, tempo from the beat
-  spacing, the annotated key and chords.
+  spacing, the annotated key and chords; with ``pop909-structure/`` beside it, its phrase
+  labels as ``Section_<letter>`` markers where they fit (:func:`melodia.pop909.align_sections`).
 
 Every piece keeps the bar lines of its score (a pickup is padded to a full bar:
 :func:`measure_offset_map`, :func:`fix_abc_pickup`), a MIDI file gets a grid check
@@ -19,7 +20,7 @@ Every piece keeps the bar lines of its score (a pickup is padded to a full bar:
 (:func:`add_chord_markers`: annotated, or recognised per half bar). Every piece is normalised
 (:mod:`melodia.prepare`: 480 ticks per quarter; empty tracks dropped; tracks that share a
 program moved to a free program of the same General MIDI family so melody and accompaniment
-stay apart), labelled (mood, key, tags), deduplicated by note content, and given a split
+stay apart), labelled (mood, key, tags, style), deduplicated by note content, and given a split
 (train/valid/test) by a hash of its *song*, so no song is on both sides
 (:mod:`melodia.sources`). It writes
 
@@ -61,17 +62,19 @@ from .music.keys import estimate_key, tonic_shift
 from .music.meter import bar_starts
 from .music.mood_estimator import MoodEstimator
 from .music21_source import M21_CONVERTER, measure_offset_map, music21_export, music21_to_score
-from .pop909 import POP909_SNAP, read_pop909
+from .pop909 import POP909_SNAP, align_sections, read_pop909
 from .prepare import (
     TPQ,
     add_chord_markers,
     content_hash,
     grid16,
     grid_check,
+    metre_check,
     normalise,
     read_chord_markers,
     shift_score,
 )
+from .sections import add_section_markers
 from .sources import (
     MIDI_SUFFIXES,
     MUSIC21_OTHER,
@@ -80,6 +83,7 @@ from .sources import (
     UnitResult,
     discover,
     quiet_stderr,
+    set_styles,
     song_key,
     split_of,
 )
@@ -93,12 +97,12 @@ __all__ = [
     "split_of", "tempo_unknown_token",
 ]
 
-READER = 2  # bump when how a source is read changes: a re-run then reprocesses every file
+READER = 3  # bump when how a source is read changes: a re-run then reprocesses every file
 MANIFEST_FIELDS = (
     "id", "path", "file", "sha256", "source", "song", "split", "duration_s", "notes", "bars",
     "key", "key_source", "tempo", "tempo_known", "time_signature", "programs", "mood",
     "mood_source", "valence", "arousal", "tags", "chords", "chord_source", "progressions", "grid16",
-    "grid_shift", "off_grid", "quantized", "pickup",
+    "grid_shift", "off_grid", "quantized", "pickup", "style", "sections", "section_fit", "declared_metre",
 )
 
 if TYPE_CHECKING:
@@ -109,14 +113,16 @@ MIN_NOTES = 8  # fewer is no piece to learn from
 # --------------------------------------------------------------------------- one unit
 def _row(score, display: str, source_bytes: bytes, source: str, song: str, tempo_known: bool,
          key: str | None, label: Label | None, pieces_dir: Path, chords: list | None = None,
-         extra: dict | None = None) -> dict:
-    """Normalised piece → written file (with its chords as markers) + manifest row."""
+         extra: dict | None = None, sections: list | None = None) -> dict:
+    """Normalised piece → written file (with its chords and phrase sections as markers) + manifest row."""
     score, chords, chord_source = add_chord_markers(score, chords)
+    score = add_section_markers(score, sections or [])
     chash = content_hash(score)
     pid = chash[:16]
     target = pieces_dir / f"{pid}.mid"
-    if not target.exists():
-        write_bytes(target, score.dumps_midi())
+    midi = score.dumps_midi()
+    if not target.exists() or target.read_bytes() != midi:  # a re-read source may bring new markers
+        write_bytes(target, midi)
     key_source = source if key else "estimated"
     if key is None:
         key = estimate_key(score).name
@@ -140,8 +146,9 @@ def _row(score, display: str, source_bytes: bytes, source: str, song: str, tempo
         "valence": round(est.valence, 3), "arousal": round(est.arousal, 3),
         "tags": list(label.tags) if label else [],
         "chords": sum(1 for _, c in chords if c is not None), "chord_source": chord_source,
-        "progressions": [p for p, _ in fours.most_common(3)],
-        **{"grid16": None, "grid_shift": 0.0, "off_grid": False, "quantized": False, "pickup": 0.0, **(extra or {})},
+        "progressions": [p for p, _ in fours.most_common(3)], "sections": len(sections or []),
+        **{"grid16": None, "grid_shift": 0.0, "off_grid": False, "quantized": False, "pickup": 0.0,
+           "section_fit": None, **(extra or {})},
     }
 
 
@@ -164,8 +171,10 @@ def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | Non
         key = None
         tempo_known = True
         chords = None
+        alignment = None
         if unit.kind == "pop909":
             score, key, chords = read_pop909(unit.path, unit.display)
+            alignment = align_sections(score, unit.path)  # its phrase labels, None when it has none
         elif unit.kind == "music21":
             try:
                 with quiet_stderr():
@@ -182,10 +191,14 @@ def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | Non
             raise BadMidiError(unit.display, f"too few notes ({score.note_num()} < {MIN_NOTES})")
         if unit.kind == "midi":
             score, extra = grid_check(score, quantize=quantize)
+            score, metre = metre_check(score)  # a declared 1/4 or 2/4 the notes contradict
+            extra.update(metre)
         else:
             extra = {"grid16": grid16(score)}
+        if alignment is not None:
+            extra["section_fit"] = alignment.fit
         res.rows.append(_row(score, unit.display, data, unit.kind, song_key(unit), tempo_known, key, label,
-                             pieces, chords, extra))
+                             pieces, chords, extra, alignment.sections if alignment else None))
     except MelodiaError as e:
         res.skipped.append({"path": unit.display, "reason": getattr(e, "problem", str(e))})
     except Exception as e:  # a bug or an unforeseen parser failure: report, keep building
@@ -244,6 +257,8 @@ class BuildSummary:
     duplicates: int
     processed_units: int
     reused_units: int
+    #: "11 of 20 files declared 1/4 or 2/4 were read as 4/4" (:func:`metre_note`), or None
+    metre_note: str | None = None
 
 
 def default_cache_dir() -> Path:
@@ -258,9 +273,12 @@ def default_cache_dir() -> Path:
 
 def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | None = None,
                  progress: bool = True, cache_dir: str | os.PathLike | None = None,
-                 quantize: bool = False) -> BuildSummary:
+                 quantize: bool = False, style: str | None = None) -> BuildSummary:
     """Build (or update) a corpus folder from sources. See the module docstring. ``quantize``
     snaps the onsets of MIDI files found off the sixteenth grid (:func:`grid_check`).
+    ``style`` names the style of the MIDI folders and files given (their pieces' ``STYLE_``
+    token; None: none); POP909 is "pop", music21's corpus "folk", "chorale" or "classical"
+    (:mod:`melodia.sources`). Each manifest row says its ``"style"``.
 
     Example:
         >>> s = build_corpus(["my_midi/"], "C"); s.pieces
@@ -269,7 +287,7 @@ def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | 
     sources = list(sources)
     if not sources:
         raise BadInputError("no sources given")
-    units = discover(sources)
+    units = discover(sources, style)
     pieces_dir = out / "pieces"
     pieces_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir else default_cache_dir() / "music21-export"
@@ -285,11 +303,28 @@ def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | 
     results.extend(_run_with_progress(args, workers, new_state, state_path, progress))
     _save_state(state_path, new_state)
 
+    set_styles(results)  # the build's styles, also on rows reused from the last build
     rows, skipped, dups = _finish(results)
     write_jsonl(out / "manifest.jsonl", rows)
     write_json(out / "report.json", _report(sources, rows, skipped, dups))
     _remove_orphans(pieces_dir, rows)
-    return BuildSummary(out, len(rows), len(skipped), dups, len(todo), reused)
+    return BuildSummary(out, len(rows), len(skipped), dups, len(todo), reused, metre_note(rows))
+
+
+def metre_note(rows: Iterable[dict]) -> str | None:
+    """How many MIDI files declaring 1/4 or 2/4 were read in another metre
+    (:func:`melodia.prepare.metre_check`): ``"11 of 20 files declared 1/4 or 2/4 were read as
+    4/4"``; None when no file declared them.
+
+    Example: ``metre_note(load_manifest("C"))``
+    """
+    short = [r for r in rows if r.get("declared_metre") or r.get("time_signature") in ("1/4", "2/4")]
+    if not short:
+        return None
+    read = Counter(r["time_signature"] for r in short if r.get("declared_metre"))
+    as_ = " or ".join(m if len(read) == 1 else f"{m} ({n})" for m, n in read.most_common()) or "3/4 or 4/4"
+    return (f"{sum(read.values())} of {len(short)} files declared 1/4 or 2/4 were read as {as_}"
+            + (" (report.json: metre_read)" if read else ""))
 
 
 def _read_state(state_path: Path) -> dict:
@@ -357,11 +392,16 @@ def _report(sources: list[str], rows: list[dict], skipped: list[dict], dups: int
         "duplicates": dups,
         "splits": dict(Counter(r["split"] for r in rows)),
         "moods": dict(Counter(r["mood"] for r in rows)),
+        "tags": dict(Counter(t for r in rows for t in r.get("tags") or ()).most_common()),
         # MIDI files still off the sixteenth grid after the phase check (played, unquantised):
         # `--quantize` snaps them
         "off_grid": [r["path"] for r in rows if r.get("off_grid") and not r.get("quantized")],
         "quantized": [r["path"] for r in rows if r.get("quantized")],
+        # MIDI files declaring 1/4 or 2/4 whose notes clearly say 3/4 or 4/4: read in that metre
+        "metre_read": [{"path": r["path"], "declared": r["declared_metre"], "read_as": r["time_signature"]}
+                       for r in rows if r.get("declared_metre")],
         "skipped": skipped,
+        "sections": _section_summary(rows),
     }
 
 
@@ -443,6 +483,7 @@ def corpus_stats(corpus_dir: str | os.PathLike) -> dict:
         "notes": sum(r["notes"] for r in rows),
         "hours": round(sum(r["duration_s"] for r in rows) / 3600, 2),
         "moods": dist(r["mood"] for r in rows),
+        "tags": dist(t for r in rows for t in r.get("tags") or ()),  # folder names, labels.csv: a piece may have several
         "mood_sources": dist(r["mood_source"] for r in rows),
         "modes": dist(r["key"].split()[-1] for r in rows),
         "keys": dist(r["key"] for r in rows),
@@ -450,9 +491,11 @@ def corpus_stats(corpus_dir: str | os.PathLike) -> dict:
         "tempo_bands": {k: bands[k] for k in ("<70", "70-99", "100-129", "130-159", ">=160") if k in bands},
         "time_signatures": dist(r["time_signature"] for r in rows),
         "sources": dist(r["source"] for r in rows),
+        "styles": dist(r.get("style") or "none" for r in rows),
         "splits": dist(r["split"] for r in rows),
         "grid16": _grid_summary(rows),
         "chord_sources": dist(r.get("chord_source") or "none" for r in rows),
+        "sections": {k: v for k, v in _section_summary(rows).items() if k != "unfit"},
         "progressions": {mode: [{"progression": p, "pieces": c} for p, c in Counter(
             p for r in rows if r["key"].split()[-1] == mode for p in r.get("progressions") or []).most_common(8)]
             for mode in ("major", "minor")},
@@ -469,6 +512,21 @@ def _grid_summary(rows: list[dict]) -> dict:
             "off_grid": sum(1 for r in rows if r.get("off_grid") and not r.get("quantized")),
             "quantized": sum(1 for r in rows if r.get("quantized")),
             "pickups": sum(1 for r in rows if r.get("pickup"))}
+
+
+def _section_summary(rows: list[dict]) -> dict:
+    """Phrase sections (POP909's labels, :func:`melodia.pop909.align_sections`): pieces with
+    labels, the fit of their alignment (median, 10th percentile), the pieces that carry
+    sections and their markers, and the labelled pieces left without (fit too low)."""
+    fits = sorted(r["section_fit"] for r in rows if r.get("section_fit") is not None)
+
+    def pct(q: float) -> float | None:
+        return fits[min(int(q * len(fits)), len(fits) - 1)] if fits else None
+
+    return {"labelled": len(fits), "fit_median": pct(0.5), "fit_p10": pct(0.1),
+            "pieces": sum(1 for r in rows if r.get("sections")),
+            "markers": sum(r.get("sections") or 0 for r in rows),
+            "unfit": [r["path"] for r in rows if r.get("section_fit") is not None and not r.get("sections")]}
 
 
 def ensemble_programs(rows: Iterable[dict]) -> list[int] | None:
@@ -512,9 +570,9 @@ def _tempo_band(t: float) -> str:
 def format_stats(stats: dict) -> str:
     """Human-readable text of :func:`corpus_stats`. Example: ``print(format_stats(s))``."""
     lines = [f"{stats['pieces']} pieces, {stats['notes']:,} notes, {stats['hours']} hours"]
-    for name in ("moods", "mood_sources", "modes", "sources", "splits", "time_signatures"):
-        items = list(stats[name].items())[:10]
-        lines.append(f"{name}: " + ", ".join(f"{k} {v['pieces']} ({v['share']:.0%})" for k, v in items))
+    for name in ("moods", "tags", "mood_sources", "modes", "sources", "styles", "splits", "time_signatures"):
+        items = list(stats.get(name, {}).items())[:10]
+        lines.append(f"{name}: " + (", ".join(f"{k} {v['pieces']} ({v['share']:.0%})" for k, v in items) or "none"))
     keys = list(stats["keys"].items())[:8]
     lines.append("keys (top 8): " + ", ".join(f"{k} {v['pieces']}" for k, v in keys))
     lines.append(f"tempo (where marked, {stats['tempo_known']} pieces): "
@@ -526,6 +584,10 @@ def format_stats(stats: dict) -> str:
                      f"(unquantised, see report.json; --quantize snaps them); {g['quantized']} quantised")
     if stats.get("chord_sources"):
         lines.append("chords: " + ", ".join(f"{k} {v['pieces']}" for k, v in stats["chord_sources"].items()))
+    sec = stats.get("sections") or {}
+    if sec.get("labelled"):
+        lines.append(f"sections: {sec['pieces']} of {sec['labelled']} labelled pieces carry them ({sec['markers']} "
+                     f"phrases); alignment fit median {sec['fit_median']:.2f}, 10th percentile {sec['fit_p10']:.2f}")
     for mode, items in (stats.get("progressions") or {}).items():
         if items:
             lines.append(f"commonest progressions ({mode}): "

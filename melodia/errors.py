@@ -35,3 +35,12 @@ class BadInputError(MelodiaError):
 
 class OutputExistsError(MelodiaError):
     """Refusing to overwrite an existing output without ``force``."""
+
+
+class MelodiaWarning(UserWarning):
+    """Something melodia changed in what it was given, and the user should know (dense tempo
+    changes merged on reading a MIDI file). The CLI prints it as one ``melodia: warning: …``
+    line; the server returns it in its answer's ``"warnings"``.
+
+    Example: ``warnings.warn(MelodiaWarning("a.mid: 20000 tempo changes merged into 384"))``
+    """

@@ -7,12 +7,17 @@ old file or the new one, never a torn one. Whole folders (a model directory, a c
 built beside their target and swapped in by renames (:func:`make_temp_dir`, :func:`replace_dir`,
 :func:`recover_dir`).
 
+A write the system refuses (a full disk, a read-only disk, a folder where the file should
+go) is one :class:`~melodia.errors.MelodiaError` line naming the file (:func:`cannot_write`),
+and the file that was there before is left as it was.
+
 Example:
     >>> write_json("out/report.json", {"skipped": []})
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -21,7 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import BadInputError, OutputExistsError
+from .errors import BadInputError, MelodiaError, OutputExistsError
+
+#: errors of the disk, not of the program: a write that meets one becomes a one-line
+#: :class:`~melodia.errors.MelodiaError` naming the file (the CLI exits 2)
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
 def check_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
@@ -64,19 +73,42 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", force: bool = True) 
     path = Path(path)
     if not force and path.exists():
         raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise cannot_write(path, e, existed) from None
+    in_body = False
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            in_body = True
             yield f
+            in_body = False
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600; give what a plain open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        # the disk refused the data, or the target cannot be replaced: one line, the old file kept
+        if isinstance(e, OSError) and (not in_body or e.errno in DISK_ERRNOS):
+            raise cannot_write(path, e, existed) from None
         raise
+
+
+def cannot_write(path: str | os.PathLike, e: OSError, existed: bool | None = None) -> MelodiaError:
+    """The one-line error for a write the system refused (a full disk, a folder in the way).
+
+    ``existed``: whether ``path`` was there before (then it is said to be kept as it was).
+
+    Example:
+        >>> cannot_write("out/a.mid", OSError(28, "No space left on device"), True)
+        MelodiaError('out/a.mid: cannot write (No space left on device); the old file is kept')
+    """
+    kept = "" if existed is None else "; the old file is kept" if existed else "; nothing was written"
+    return MelodiaError(f"{path}: cannot write ({e.strerror or e}){kept}")
 
 
 def _mode_for(path: Path) -> int:
@@ -146,8 +178,11 @@ def _fsync_dir(path: Path) -> None:
 def make_temp_dir(final: str | os.PathLike) -> Path:
     """An empty hidden folder beside ``final`` to build it in. Example: ``tmp = make_temp_dir("out/model")``."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError as e:
+        raise cannot_write(final, e) from None
 
 
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:

@@ -8,7 +8,12 @@ the file and the problem — never another exception, a hang, or runaway memory:
 * symusic (C++) parses; its failures are reworded;
 * a file whose header promises more tracks than it holds is truncated, even where symusic
   would accept it;
-* sanity limits: size, note count, length in time.
+* sanity limits: size, note count, length in time;
+* tempo changes less than a 32nd note apart are merged (:func:`merge_dense_tempos`): a file
+  with a tempo change on every tick is valid MIDI, but each change costs every later stage
+  (seconds, notation, tokens) work, and no one hears a tempo held for less than a 32nd. It is
+  reported as a :class:`MelodiaWarning` (or appended to ``notes``, for callers that collect
+  them, like the server).
 
 Example:
     >>> score = load_score("song.mid")
@@ -17,10 +22,11 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import BadInputError, BadMidiError
+from .errors import BadInputError, BadMidiError, MelodiaWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     import symusic
@@ -32,6 +38,7 @@ MAX_NOTES = 500_000                 # ~100× a dense orchestral piece
 MAX_DURATION_S = 3 * 3600           # three hours
 MAX_BEATS = 50_000                  # ~7 hours at 120 qpm: bounds the token count of any piece
 TEMPO_RANGE = (4.0, 1000.0)         # quarter notes per minute a score may ask for
+TEMPO_MIN_GAP = 1 / 8               # quarter notes: tempo changes closer than a 32nd note are merged
 
 
 def check_midi_bytes(data: bytes, name: str) -> None:
@@ -71,8 +78,62 @@ def _count_tracks(data: bytes) -> tuple[int, int]:
     return promised, found
 
 
-def parse_midi_bytes(data: bytes, name: str) -> "symusic.Score":
-    """Bytes → checked ``symusic.Score`` (see the module docstring). Example: ``parse_midi_bytes(b, "a.mid")``."""
+def merge_dense_tempos(score: "symusic.Score", name: str, notes: list[str] | None = None) -> "symusic.Score":
+    """``score`` with tempo changes closer than :data:`TEMPO_MIN_GAP` (a 32nd note) merged.
+
+    A run of changes each less than a 32nd note after the run's first becomes that first one,
+    at the average tempo of the span it now covers up to the next change kept, so that every
+    kept change, and every note on one, stays at the second the file puts it (a note inside a
+    run moves by less than the run's tempos differ over a 32nd). The last run takes the tempo
+    in force at its end, so the music goes on at the tempo the file leaves it at (what follows
+    it moves by as little). Changes at one tick are a run too (the last one wins, as when the
+    file is played). ``score`` itself is
+    returned when nothing is merged, else a copy; what was merged is said in one line appended
+    to ``notes``, or warned as a :class:`MelodiaWarning` when ``notes`` is None.
+
+    Example:
+        >>> len(merge_dense_tempos(score, "dense.mid").tempos)   # 20000 changes, one a tick
+        334
+    """
+    import numpy as np
+    import symusic
+
+    tempos = score.tempos
+    if len(tempos) < 2:
+        return score
+    arr = tempos.numpy()
+    order = np.argsort(arr["time"], kind="stable")
+    times, mspq = arr["time"][order].astype(np.int64), arr["mspq"][order].astype(np.float64)
+    gap = score.ticks_per_quarter * TEMPO_MIN_GAP
+    if np.all(np.diff(times) >= gap):
+        return score
+    # spent[k]: microseconds (x ticks per quarter) from the first change to change k
+    spent = np.concatenate([[0.0], np.cumsum(mspq[:-1] * np.diff(times))])
+    keep_t, keep_q = [], []
+    i, n = 0, len(times)
+    while i < n:  # one step per kept change: at most (length / a 32nd) steps, however dense the file
+        j = int(np.searchsorted(times, times[i] + gap, side="left"))  # the first change a 32nd or more later
+        keep_t.append(times[i])
+        if j < n:  # the span up to change j lasts as long as in the file
+            keep_q.append((spent[j] - spent[i]) / (times[j] - times[i]))
+        else:
+            keep_q.append(mspq[-1])  # the tempo in force at the end
+        i = j
+    out = score.copy()
+    out.tempos = symusic.Tempo.from_numpy(np.asarray(keep_t, dtype=arr["time"].dtype),
+                                          np.rint(keep_q).astype(arr["mspq"].dtype))
+    line = (f"{name}: {n} tempo changes merged into {len(keep_t)} (those less than a 32nd note apart "
+            "folded into one, the music's timing kept)")
+    if notes is None:
+        warnings.warn(MelodiaWarning(line), stacklevel=2)
+    else:
+        notes.append(line)
+    return out
+
+
+def parse_midi_bytes(data: bytes, name: str, notes: list[str] | None = None) -> "symusic.Score":
+    """Bytes → checked ``symusic.Score`` (see the module docstring; ``notes`` as for
+    :func:`merge_dense_tempos`). Example: ``parse_midi_bytes(b, "a.mid")``."""
     import symusic
 
     check_midi_bytes(data, name)
@@ -85,6 +146,7 @@ def parse_midi_bytes(data: bytes, name: str) -> "symusic.Score":
     except Exception as e:  # symusic raises RuntimeError/ValueError with its own words
         msg = str(e).replace("MiniMidi: ", "").replace(": iostream error", "")
         raise BadMidiError(name, f"unreadable MIDI ({msg})") from None
+    score = merge_dense_tempos(score, name, notes)
     check_score(score, name)
     return score
 
@@ -118,8 +180,12 @@ def check_score(score: "symusic.Score", name: str, need_notes: bool = False) -> 
         raise BadMidiError(name, f"too long ({dur / 60:.0f} minutes; limit {MAX_DURATION_S // 60})")
 
 
-def load_score(src: "ScoreLike", name: str | None = None) -> "symusic.Score":
+def load_score(src: "ScoreLike", name: str | None = None, notes: list[str] | None = None) -> "symusic.Score":
     """Read a MIDI path, MIDI bytes or a Score into a checked, tick-based ``symusic.Score``.
+
+    Dense tempo changes are merged (:func:`merge_dense_tempos`; a Score given is copied first,
+    never changed): what was merged is appended to ``notes`` if it is a list, else warned as a
+    :class:`MelodiaWarning`.
 
     Example:
         >>> score = load_score("song.mid")
@@ -127,11 +193,11 @@ def load_score(src: "ScoreLike", name: str | None = None) -> "symusic.Score":
     import symusic
 
     if isinstance(src, symusic.core.ScoreTick):
-        return src
+        return merge_dense_tempos(src, name or "<score>", notes)
     if isinstance(src, (symusic.core.ScoreQuarter, symusic.core.ScoreSecond)):
-        return src.to("tick")
+        return merge_dense_tempos(src.to("tick"), name or "<score>", notes)
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return parse_midi_bytes(bytes(src), name or "<bytes>")
+        return parse_midi_bytes(bytes(src), name or "<bytes>", notes)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         label = name or str(path)
@@ -146,5 +212,5 @@ def load_score(src: "ScoreLike", name: str | None = None) -> "symusic.Score":
             raise BadMidiError(label, "is a directory, not a MIDI file") from None
         except OSError as e:
             raise BadMidiError(label, f"cannot be read ({e.strerror or e})") from None
-        return parse_midi_bytes(data, label)
+        return parse_midi_bytes(data, label, notes)
     raise BadInputError(f"cannot read a score from {type(src).__name__}: give a MIDI path, MIDI bytes or a symusic.Score")

@@ -27,6 +27,24 @@ if TYPE_CHECKING:
 M21_CONVERTER = 4  # bump when music21_to_score changes: the export cache is keyed on it
 
 
+#: music21 corpus folders that hold folk tunes (ABC collections); ``bach/`` holds the chorales and
+#: every other folder (Palestrina, Monteverdi, Josquin's ABC motets, Beethoven …) is "classical"
+FOLK_COLLECTIONS = frozenset({"airdsAirs", "essenFolksong", "miscFolk", "nottingham-dataset", "oneills1850",
+                              "ryansMammoth"})
+
+
+def music21_style(rel: str) -> str:
+    """The style of a work of music21's corpus, by the folder it lies in (``rel``: its path
+    relative to :func:`music21_corpus_dir`): "folk", "chorale" (``bach/``) or "classical".
+
+    Example: ``music21_style("ryansMammoth/ryansMammoth_1.abc")  # 'folk'``
+    """
+    top = str(rel).replace("\\", "/").split("/", 1)[0]
+    if top in FOLK_COLLECTIONS:
+        return "folk"
+    return "chorale" if top == "bach" else "classical"
+
+
 def music21_corpus_dir() -> Path:
     """The folder of music21's bundled corpus. Example: ``music21_corpus_dir() / "bach"``."""
     import music21.corpus  # heavy: loaded on first use

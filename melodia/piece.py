@@ -202,7 +202,7 @@ class Piece:
     """
 
     def __init__(self, score: "symusic.Score", *, mood: str | None = None, key: str | None = None,
-                 seed: int | None = None, bars: int | None = None) -> None:
+                 seed: int | None = None, bars: int | None = None, warnings: Iterable[str] = ()) -> None:
         loaded = load_score(score, "<piece>")
         if loaded is score:  # never share a Score with the caller: the piece's notes must not change
             loaded = loaded.copy()
@@ -212,6 +212,9 @@ class Piece:
         self.seed = seed
         self._bars = bars
         self._notes: list[Note] | None = None
+        #: what melodia had to say about the request, one line each (chords asked for outside
+        #: the key, a clip's metre read anew); () when nothing
+        self.warnings: tuple[str, ...] = tuple(warnings)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -372,8 +375,8 @@ class Piece:
         return to_music21(self._score, quantize=quantize)
 
     def to_dict(self, include_midi: bool = True) -> dict[str, Any]:
-        """A JSON-ready summary: notes, chords, bars, tempo, meter, mood, key, seed, lengths and (unless
-        ``include_midi=False``) the MIDI file as base64. This is what ``melodia serve`` answers.
+        """A JSON-ready summary: notes, chords, bars, tempo, meter, mood, key, seed, lengths, any
+        ``warnings`` (only when there are some) and (unless ``include_midi=False``) the MIDI file as base64. This is what ``melodia serve`` answers.
 
         Example: ``json.dumps(piece.to_dict(include_midi=False))``
         """
@@ -383,6 +386,8 @@ class Piece:
             "duration_s": self.duration_s, "chords": [c.to_dict() for c in self.chords],
             "notes": [n.to_dict() for n in self.notes],
         }
+        if self.warnings:
+            d["warnings"] = list(self.warnings)
         if include_midi:
             d["midi_base64"] = base64.b64encode(self.to_midi_bytes()).decode("ascii")
         return d

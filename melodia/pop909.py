@@ -5,21 +5,28 @@ Beat k of ``beat_midi.txt`` becomes quarter note k counted from the first downbe
 follows the beat spacing, onsets close to a sixteenth are put on it, and the annotated key and
 chords come along. Why and what it gives: docs/corpus.md, "Bar lines and beats".
 
+Its phrase labels (``data/pop909-structure``, a sibling folder of the POP909 folder) are placed
+on those bar lines by :func:`align_sections`, matching the annotators' quantised melody
+against the song's MELODY track (docs/corpus.md, "Sections").
+
 Example: ``score, key, chords = read_pop909("data/pop909/001/001.mid")``
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import BadMidiError, MelodiaError
+from .errors import BadInputError, BadMidiError, MelodiaError
 from .midifile import load_score
 from .music.harmony import NoteArrays, bass_on_downbeat, parse_chord, quantize_times
 from .music.keys import parse_key
+from .music.meter import bar_starts
 from .prepare import TPQ
+from .sections import parse_phrases, phrase_starts
 
 if TYPE_CHECKING:
     import symusic
@@ -227,3 +234,110 @@ def pop909_key(mid_path: str) -> str | None:
         return parse_key(first[2].strip())
     except (OSError, IndexError, MelodiaError):
         return None
+
+
+# --------------------------------------------------------------------------- phrase sections
+STRUCTURE_DIR = "pop909-structure"  # the phrase labels' folder, beside the POP909 folder
+SECTION_FIT = 0.95  # an alignment whose fit is below this places no sections (docs/corpus.md, "Sections")
+#: labels that end more than this many bars after the piece's last bar, or more than
+#: SECTION_SHORTFALL bars before it, place no sections (a typo in the lengths, bars counted otherwise)
+SECTION_OVERRUN, SECTION_SHORTFALL = 2, 16
+SECTION_SHIFT_BARS = 16  # offsets tried: melody.txt's bar 1 at corpus bars -16 … +16
+
+
+@dataclass(frozen=True)
+class SectionAlignment:
+    """A song's phrase labels placed on its corpus bar lines (:func:`align_sections`).
+
+    ``sections``: ``[(bar index, letter)]`` where each phrase starts (bar 0 = the corpus
+    piece's first bar, a padded pickup included); empty when ``fit`` is below
+    :data:`SECTION_FIT` or the labels end more than :data:`SECTION_OVERRUN` bars after the
+    piece's end or :data:`SECTION_SHORTFALL` bars before it. ``offset``: the corpus bar where
+    the labels' bar 1 falls; ``fit``: the share of ``melody.txt``'s notes found in the MELODY
+    track at that offset (same pitch, onset within a sixteenth); ``beat_offset``/``beat_fit``:
+    the best offset in beats, whole bar or not, and its fit (a better fit off the bar lines
+    means the two disagree on where the bars are); ``label_bars``: the phrase lengths summed;
+    ``bars``: the corpus piece's bars.
+
+    Example: ``align_sections(score, "data/pop909/001/001.mid").sections[:2]  # [(1, 'i'), (5, 'A')]``
+    """
+
+    sections: list
+    offset: int
+    fit: float
+    beat_offset: float
+    beat_fit: float
+    label_bars: int
+    bars: int
+
+
+def structure_folder(mid_path: str | Path) -> Path:
+    """Where a POP909 song's phrase labels are: ``<POP909>/../pop909-structure/NNN``.
+
+    Example: ``structure_folder("data/pop909/001/001.mid")  # data/pop909-structure/001``
+    """
+    song = Path(mid_path).parent
+    return song.parent.parent / STRUCTURE_DIR / song.name
+
+
+def read_melody_txt(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``melody.txt`` (``pitch length`` in sixteenths per line, pitch 0 a rest) as the onsets
+    (sixteenths from its first bar line) and pitches of its notes; BadInputError naming the
+    file when unreadable. Example: ``onsets, pitches = read_melody_txt(Path("…/001/melody.txt"))``"""
+    try:
+        rows = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        a = np.array([[int(r[0]), int(r[1])] for r in rows], dtype=np.int64).reshape(-1, 2)
+    except (OSError, ValueError, IndexError) as e:
+        raise BadInputError(f"{path}: unreadable melody.txt ({e.__class__.__name__}: {e})") from None
+    if np.any(a[:, 1] < 0):
+        raise BadInputError(f"{path}: a negative note length")
+    onsets = np.concatenate([[0], np.cumsum(a[:-1, 1])]) if len(a) else np.zeros(0, np.int64)
+    keep = a[:, 0] > 0
+    return onsets[keep], a[keep, 0]
+
+
+def align_sections(score: "symusic.Score", mid_path: str | Path) -> SectionAlignment | None:
+    """A POP909 song's phrase labels (``human_label1.txt`` in :func:`structure_folder`) placed
+    on the bar lines of ``score`` (the song as :func:`read_pop909` reads it): ``melody.txt`` is
+    matched against the track named MELODY at every offset of whole beats within
+    :data:`SECTION_SHIFT_BARS` bars, and the best whole-bar offset places the phrases
+    (:func:`melodia.sections.phrase_starts`) when its fit reaches :data:`SECTION_FIT` and the
+    labels end near the piece's end (:class:`SectionAlignment`). None
+    when the song has no labels; BadInputError naming the file when they are unreadable.
+
+    Example: ``align_sections(read_pop909(p)[0], p).offset  # 1, for p = "data/pop909/001/001.mid"``
+    """
+    folder = structure_folder(mid_path)
+    label_path = folder / "human_label1.txt"
+    if not label_path.is_file():
+        return None
+    try:
+        phrases = parse_phrases(label_path.read_text(encoding="utf-8"), str(label_path))
+    except OSError as e:
+        raise BadInputError(f"{label_path}: unreadable ({e.strerror})") from None
+    t_on, t_pitch = read_melody_txt(folder / "melody.txt")
+    bars = len(bar_starts(score))
+    label_bars = sum(n for _, n in phrases)
+    ts = score.time_signatures[0] if len(score.time_signatures) else None
+    bar16 = 16 * ts.numerator // ts.denominator if ts else 16  # sixteenths per bar
+    step = 16 // (ts.denominator if ts else 4)  # sixteenths per beat
+    melody = [t for t in score.tracks if t.name.strip().upper() == "MELODY"]
+    fits = np.zeros(2 * SECTION_SHIFT_BARS * bar16 // step + 1)
+    shifts = np.arange(-SECTION_SHIFT_BARS * bar16, SECTION_SHIFT_BARS * bar16 + 1, step)
+    if melody and len(t_on):
+        a = melody[0].notes.numpy()
+        on16 = np.round(a["time"] * 4 / score.ticks_per_quarter).astype(np.int64)
+        have = np.unique(on16 * 128 + a["pitch"].astype(np.int64))
+        for k, d in enumerate(shifts):
+            hit = np.zeros(len(t_on), bool)
+            for e in (-1, 0, 1):  # an onset within a sixteenth
+                hit |= np.isin((t_on + d + e) * 128 + t_pitch, have)
+            fits[k] = hit.mean()
+    whole = shifts % bar16 == 0
+    best_bar = max(np.flatnonzero(whole), key=lambda k: (fits[k], -abs(shifts[k])))
+    best = max(range(len(shifts)), key=lambda k: (fits[k], -abs(shifts[k])))
+    fit = round(float(fits[best_bar]), 4)
+    offset = int(shifts[best_bar] // bar16)
+    ok = fit >= SECTION_FIT and -SECTION_SHORTFALL <= offset + label_bars - bars <= SECTION_OVERRUN
+    return SectionAlignment(phrase_starts(phrases, offset, bars) if ok else [], offset, fit,
+                            float(shifts[best] / step), round(float(fits[best]), 4), label_bars, bars)

@@ -3,6 +3,7 @@
 Every source (MIDI file, ABC tune, music21 work, POP909 song) passes through here after it is
 read: :func:`normalise` (480 ticks per quarter, empty tracks dropped, tracks that share a
 program moved apart), :func:`grid_check` (MIDI files: the grid's phase, off-grid performances),
+:func:`metre_check` (MIDI files: a declared 1/4 or 2/4 the notes contradict),
 :func:`add_chord_markers` (the chords, annotated or recognised, as MIDI markers) and
 :func:`content_hash` (equal music, equal hash: what deduplicates the corpus).
 
@@ -26,6 +27,7 @@ from .music.harmony import (
     quantize_times,
     recognise_chords,
 )
+from .music.metre_detect import declared_metre, metre_correction, set_metre
 from .music.notes import onset_ticks
 
 if TYPE_CHECKING:
@@ -193,6 +195,24 @@ def grid_check(score: "symusic.Score", quantize: bool = False) -> tuple["symusic
         info["quantized"] = True
     info["grid16"] = round(float(share), 4)
     return score, info
+
+
+def metre_check(score: "symusic.Score") -> tuple["symusic.Score", dict]:
+    """A MIDI file's declared metre against its notes (:func:`melodia.music.metre_detect.metre_correction`):
+    a 1/4 or 2/4 that the notes clearly contradict is read as the detected 3/4 or 4/4, the
+    music before its first bar line a pickup padded with a rest to a full bar (as ABC tunes
+    and POP909 songs are). Returns the score and ``{"declared_metre": "2/4" or None,
+    "pickup": beats}`` (None: the declaration was kept).
+
+    Example: ``score, info = metre_check(score)  # info["declared_metre"] == "1/4"``
+    """
+    est = metre_correction(score)
+    if est is None:
+        return score, {"declared_metre": None}
+    num, den = declared_metre(score)
+    pad = (est.numerator - est.phase) % est.numerator
+    score = set_metre(shift_score(score, pad * score.ticks_per_quarter), est.numerator, est.denominator)
+    return score, {"declared_metre": f"{num}/{den}", "pickup": float(est.phase)}
 
 
 def _quantized(score: "symusic.Score") -> "symusic.Score":

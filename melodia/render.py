@@ -495,6 +495,21 @@ def _draw_grid(ax, score: "symusic.Score", bounds: "np.ndarray", lo: int, hi: in
                                          colors="0.45", linewidths=0.9, zorder=1))
 
 
+def part_colour(program: int, is_drum: bool = False, nth: int = 0) -> str:
+    """The piano-roll colour of a part, chosen by its instrument, not by its track's place, so
+    the same part keeps its colour from one picture to the next. ``nth`` counts earlier tracks
+    with the same program (POP909's melody, counter-melody and piano are all program 0 in its
+    own files), which get the next colours along. Drums are grey.
+
+    Example: ``part_colour(33) == part_colour(33, nth=0)``; ``part_colour(0, nth=1) != part_colour(0)``.
+    """
+    if is_drum:
+        return "0.35"
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",  # matplotlib's tab10
+               "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+    return palette[(int(program) + nth) % len(palette)]
+
+
 def _draw_notes(ax, tracks: list, arrays: list, bounds: "np.ndarray") -> list:
     """Each track's notes as boxes (opacity from velocity); returns the legend's handles."""
     import matplotlib.colors as mcolors
@@ -505,16 +520,18 @@ def _draw_notes(ax, tracks: list, arrays: list, bounds: "np.ndarray") -> list:
     def to_x(ticks: "np.ndarray") -> "np.ndarray":
         return np.interp(ticks, bounds, np.arange(len(bounds)))
 
-    palette = list(mcolors.TABLEAU_COLORS.values())
     handles = []
-    for i, (track, a) in enumerate(zip(tracks, arrays)):
+    seen: dict[tuple[bool, int], int] = {}
+    for track, a in zip(tracks, arrays):
         x0 = to_x(a["time"].astype(np.float64))
         x1 = to_x((a["time"] + a["duration"]).astype(np.float64))
         x1 = np.maximum(x1, x0 + 0.01)  # zero-length notes stay visible
         p = a["pitch"].astype(np.float64)
         verts = np.stack([np.stack([x0, p - 0.4], 1), np.stack([x1, p - 0.4], 1),
                           np.stack([x1, p + 0.4], 1), np.stack([x0, p + 0.4], 1)], 1)
-        colour = "0.35" if track.is_drum else palette[i % len(palette)]
+        part = (bool(track.is_drum), int(track.program))
+        colour = part_colour(track.program, track.is_drum, seen.get(part, 0))
+        seen[part] = seen.get(part, 0) + 1
         rgba = np.tile(mcolors.to_rgba(colour), (len(p), 1))
         rgba[:, 3] = 0.45 + 0.55 * np.clip(a["velocity"].astype(np.float64), 0, 127) / 127
         ax.add_collection(PolyCollection(verts, facecolors=rgba, edgecolors=colour,

@@ -28,13 +28,20 @@ from .generate import DYNAMICS, MAX_BARS, MAX_N, GenerationConfig
 from .midifile import load_score
 from .music.instruments import resolve_instruments
 from .music.keys import parse_key
+from .music.meter import bar_starts
 from .piece import notes_to_score
 from .values import is_bool, is_int, is_number
 
 if TYPE_CHECKING:  # pragma: no cover
     import symusic
 
-MAX_PROMPT_NOTES = 10_000
+MAX_PROMPT_NOTES = 10_000       # notes of a prompt, given as notes or in its MIDI file
+#: what one MusicXML render (``POST /render``) may hold: music21 works note by note, measure by
+#: measure and change by change (on a busy 2-core machine 3,214 notes in 400 bars × 2 parts took
+#: 20 s, 500 tempo changes 12 s: docs/daw.md, "Security and limits"); past one of these: 413
+MAX_NOTATION_NOTES = 4_000
+MAX_NOTATION_MEASURES = 1_024   # bars × parts with notes
+MAX_NOTATION_CHANGES = 512      # tempo and time-signature changes, after dense tempos are merged
 MAX_INSTRUMENTS = 16
 MAX_TAGS = 16
 TEMPO_RANGE = (20.0, 400.0)     # quarter notes per minute, as GenerationConfig.validate checks (tests/test_parameters.py)
@@ -180,6 +187,7 @@ FIELDS: dict[str, Field] = {
     "instruments": Field("list", hi=MAX_INSTRUMENTS, item_ok=_instrument_ok,
                          what="instrument names or General MIDI programs"),
     "tags": Field("list", hi=MAX_TAGS, item_ok=_tag_ok, what="tags"),
+    "style": Field("str"),
     "in_key": Field("bool", default=DEFAULTS["in_key"]),
     "leading_tone": Field("bool", default=DEFAULTS["leading_tone"]),
     "dynamics": Field("str", max_len=8, default=DYNAMICS[0]),
@@ -203,7 +211,7 @@ GENERATE_FIELDS = set(FIELDS) | OPTION_FIELDS
 RENDER_FIELDS = {"midi_base64", "format", "sample_rate"}
 #: which sampling fields are read, after the mood (in this order)
 _SAMPLING = ("bars", "key", "n", "seed", "temperature", "guidance", "top_k", "top_p", "instruments", "tags",
-             "in_key", "leading_tone", "dynamics")
+             "style", "in_key", "leading_tone", "dynamics")
 
 
 def midi_from_base64(data: str) -> bytes:
@@ -214,12 +222,32 @@ def midi_from_base64(data: str) -> bytes:
         raise bad("midi_base64 is not valid base64") from None
 
 
-def score_of(raw: bytes) -> "symusic.Score":
-    """A MIDI file's bytes (never a path) parsed, or a 400. Example: ``score_of(midi_from_base64(b64))``."""
+def score_of(raw: bytes, warnings: list[str] | None = None) -> "symusic.Score":
+    """A MIDI file's bytes (never a path) parsed, or a 400; what reading changed (dense tempo
+    changes merged) is appended to ``warnings``. Example: ``score_of(midi_from_base64(b64), [])``."""
     try:
-        return load_score(raw, "midi_base64")
+        return load_score(raw, "midi_base64", [] if warnings is None else warnings)
     except MelodiaError as e:
         raise bad(str(e)) from None
+
+
+def check_notation_size(score: "symusic.Score") -> None:
+    """Refuse (413, naming the limit) a score too big to make MusicXML of in a request's time:
+    :data:`MAX_NOTATION_NOTES`, :data:`MAX_NOTATION_MEASURES`, :data:`MAX_NOTATION_CHANGES`.
+
+    Example: ``check_notation_size(score_of(raw))  # None, or RequestError(413, ...)``
+    """
+    notes = score.note_num()
+    parts = sum(1 for t in score.tracks if len(t.notes))
+    measures = len(bar_starts(score)) * parts
+    changes = len(score.tempos) + len(score.time_signatures)
+    for what, n, limit in (("notes", notes, MAX_NOTATION_NOTES),
+                           (f"measures ({measures // max(parts, 1)} bars × {parts} parts)", measures,
+                            MAX_NOTATION_MEASURES),
+                           ("tempo and time-signature changes", changes, MAX_NOTATION_CHANGES)):
+        if n > limit:
+            raise RequestError(413, f"midi_base64 is too big for MusicXML here: {n} {what}, the limit is "
+                                    f"{limit} (melodia render --musicxml has no such limit)")
 
 
 def parse_render(body: Any) -> tuple[bytes, str, int]:
@@ -247,8 +275,9 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
 
     Returns ``(method, kwargs, options)``: ``method`` is ``"generate"``, ``"continue_from"`` or
     ``"infill"``, ``kwargs`` its keyword arguments, ``options`` the response switches
-    (``include_midi``, ``include_notes``). Raises :class:`RequestError` (400) naming the first
-    bad field.
+    (``include_midi``, ``include_notes``) and ``warnings``, what reading a ``midi_base64``
+    prompt changed (dense tempo changes merged; the answer's pieces carry them). Raises
+    :class:`RequestError` (400) naming the first bad field.
 
     Example:
         >>> parse_request({"mood": "calm", "bars": 8}, composer, "/generate")[0]
@@ -268,11 +297,14 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
     # the rest of the checks the model would make, done before queueing for it
     if kw["key"] is not None:
         _call(parse_key, kw["key"])
+    if kw["style"] is not None:  # an unknown style names the model's (Composer.styles)
+        _call(composer.tokenizer.resolve_style, kw["style"])
     if kw["instruments"] is not None:
         _call(resolve_instruments, kw["instruments"])
     if meter is not None and meter not in composer.meters:
         raise bad(f"meter {meter!r} is not one this model writes; use one of {', '.join(composer.meters)}")
-    options = {name: bool_field(body, name, True) for name in ("include_midi", "include_notes")}
+    options: dict[str, Any] = {name: bool_field(body, name, True) for name in ("include_midi", "include_notes")}
+    options["warnings"] = []
     chords = FIELDS["chords"].read(body, "chords")
     if not has_prompt:
         form, vary = FIELDS["form"].read(body, "form"), FIELDS["vary"].read(body, "vary")
@@ -286,7 +318,7 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
         new_bars = min(span[1] - span[0] + 1, MAX_BARS) if route == "/infill" else kw["bars"]
         _call(GenerationConfig(bars=new_bars, chords=chords).validate)
     kw["chords"] = chords
-    kw.update(_prompt_kwargs(body, route, tempo, meter))
+    kw.update(_prompt_kwargs(body, route, tempo, meter, options["warnings"]))
     return ("infill" if route == "/infill" else "continue_from"), kw, options
 
 
@@ -335,8 +367,10 @@ def _infill_span(body: dict) -> tuple[int, int]:
     return _call(parse_bar_span, span)
 
 
-def _prompt_kwargs(body: dict, route: str, tempo: float | None, meter: str | None) -> dict[str, Any]:
-    """``prompt`` (a Score, from notes or from ``midi_base64``), ``context_bars`` and ``include_prompt``."""
+def _prompt_kwargs(body: dict, route: str, tempo: float | None, meter: str | None,
+                   warnings: list[str]) -> dict[str, Any]:
+    """``prompt`` (a Score, from notes or from ``midi_base64``), ``context_bars`` and ``include_prompt``;
+    what reading a MIDI prompt changed is appended to ``warnings``."""
     if body.get("prompt") is not None and body.get("midi_base64") is not None:
         raise bad("give either \"prompt\" (notes) or \"midi_base64\", not both")
     kw: dict[str, Any] = {"context_bars": int_field(body, "context_bars", 1, MAX_BARS, PROMPT_DEFAULTS["context_bars"])}
@@ -359,5 +393,7 @@ def _prompt_kwargs(body: dict, route: str, tempo: float | None, meter: str | Non
     data = body["midi_base64"]
     if not isinstance(data, str):
         raise bad("midi_base64 must be a base64 string of a MIDI file")
-    kw["prompt"] = score_of(midi_from_base64(data))
+    kw["prompt"] = score = score_of(midi_from_base64(data), warnings)
+    if score.note_num() > MAX_PROMPT_NOTES:
+        raise bad(f"midi_base64: {score.note_num()} notes is too many for a prompt (limit {MAX_PROMPT_NOTES})")
     return kw

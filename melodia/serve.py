@@ -7,7 +7,7 @@ once. Routes (JSON in, JSON out):
 ``GET /health``    ``{"status": "ok", "version", "model": {...}, "busy", "waiting", "served",
                    "uptime_s", "limits": {...}}``
 ``GET /moods``     the moods (canonical, the model's own), aliases, valence/arousal centres,
-                   meters, instruments and tags a request may use
+                   meters, instruments, tags and styles (and the default style) a request may use
 ``POST /generate`` new music: ``{"mood", "bars", "key", "tempo", "meter", "seed", "n", ...}``;
                    with ``"prompt"`` (notes) or ``"midi_base64"`` it continues that instead
 ``POST /continue`` continue a prompt (``"prompt"`` notes or ``"midi_base64"`` required)
@@ -34,8 +34,14 @@ and tested (tests/test_serve.py):
   ``Content-Type: application/json`` (a browser cannot send that cross-site without a CORS
   preflight, which this server never grants);
 * limits: body at most :data:`MAX_BODY` bytes (checked against ``Content-Length`` before
-  reading; 413), bars 1-64, n 1-16, at most :data:`MAX_PROMPT_NOTES` prompt notes, typed and
-  range-checked fields (unknown fields are refused, so a typo is not silently ignored);
+  reading; 413), bars 1-64, n 1-16, at most :data:`MAX_PROMPT_NOTES` prompt notes (as notes
+  or in a MIDI file), typed and range-checked fields (unknown fields are refused, so a typo is
+  not silently ignored);
+* work bounded by what a file holds: tempo changes less than a 32nd note apart are merged on
+  reading (the answer's ``"warnings"`` say so), and a MusicXML render past
+  :data:`~melodia.request.MAX_NOTATION_NOTES` notes, :data:`~melodia.request.MAX_NOTATION_MEASURES`
+  measures or :data:`~melodia.request.MAX_NOTATION_CHANGES` tempo and metre changes is a 413
+  naming the limit (audio stops at ``render.MAX_RENDER_SECONDS``);
 * time: every socket read and write has a timeout (:data:`SOCKET_TIMEOUT`), and a watchdog
   closes a connection whose request (line, headers and body) is not in within
   :data:`READ_DEADLINE` of connecting, so a slow or stuck client holds only its own thread; at
@@ -79,7 +85,19 @@ from .music.instruments import INSTRUMENTS
 from .music.keys import KEY_NAMES
 from .music.moods import ALIASES, CANONICAL_MOODS, mood_valence_arousal
 from .render import musicxml_bytes, wav_bytes
-from .request import MAX_PROMPT_NOTES, TEMPO_RANGE, RequestError, bad, parse_render, parse_request, score_of
+from .request import (
+    MAX_NOTATION_CHANGES,
+    MAX_NOTATION_MEASURES,
+    MAX_NOTATION_NOTES,
+    MAX_PROMPT_NOTES,
+    TEMPO_RANGE,
+    RequestError,
+    bad,
+    check_notation_size,
+    parse_render,
+    parse_request,
+    score_of,
+)
 from .server import MAX_WAITING, QUEUE_TIMEOUT, MelodiaServer, is_loopback
 from .version import __version__
 
@@ -189,9 +207,13 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             pass
 
     def _render(self, body: Any) -> None:
-        """``POST /render``: a MIDI file (base64) → ``{"format", "mime", "base64", "bytes"}``."""
+        """``POST /render``: a MIDI file (base64) → ``{"format", "mime", "base64", "bytes"}`` (and
+        ``"warnings"`` when reading the file changed it: dense tempo changes merged)."""
         raw, fmt, rate = parse_render(body)
-        score = score_of(raw)
+        warnings: list[str] = []
+        score = score_of(raw, warnings)
+        if fmt == "musicxml":
+            check_notation_size(score)  # music21 would hold a render slot for minutes
         if not self.server.renders.acquire(timeout=self.server.queue_timeout):
             raise RequestError(503, "server busy rendering; try again", {"Retry-After": "2"})
         try:
@@ -205,7 +227,8 @@ class MelodiaHandler(BaseHTTPRequestHandler):
             self.server.renders.release()
         mime = "audio/wav" if fmt == "wav" else "application/vnd.recordare.musicxml+xml"
         self.send_json(200, {"format": fmt, "mime": mime, "bytes": len(data),
-                             "base64": base64.b64encode(data).decode("ascii"), "elapsed_s": round(elapsed, 3)})
+                             "base64": base64.b64encode(data).decode("ascii"), "elapsed_s": round(elapsed, 3),
+                             **({"warnings": warnings} if warnings else {})})
 
     def _drain(self) -> None:
         """After refusing a POST whose body was not read: read and drop up to 4 MiB of it for at
@@ -332,7 +355,9 @@ class MelodiaHandler(BaseHTTPRequestHandler):
                 "busy": s.busy, "waiting": s.waiting, "served": s.served,
                 "uptime_s": round(time.monotonic() - s.started, 1),
                 "limits": {"bars": [1, MAX_BARS], "n": [1, MAX_N], "body_bytes": MAX_BODY,
-                           "prompt_notes": MAX_PROMPT_NOTES, "tempo": [int(t) for t in TEMPO_RANGE]}}
+                           "prompt_notes": MAX_PROMPT_NOTES, "tempo": [int(t) for t in TEMPO_RANGE],
+                           "musicxml": {"notes": MAX_NOTATION_NOTES, "measures": MAX_NOTATION_MEASURES,
+                                        "changes": MAX_NOTATION_CHANGES}}}
 
     def _moods(self) -> dict[str, Any]:
         c = self.server.composer
@@ -340,6 +365,7 @@ class MelodiaHandler(BaseHTTPRequestHandler):
                 "aliases": dict(sorted(ALIASES.items())),
                 "valence_arousal": {m: list(mood_valence_arousal(m)) for m in CANONICAL_MOODS},
                 "keys": list(KEY_NAMES), "meters": c.meters, "tags": c.tags,
+                "styles": c.styles, "default_style": c.default_style,
                 "instruments": dict(sorted(INSTRUMENTS.items()))}
 
     # ---- POST
@@ -372,6 +398,8 @@ class MelodiaHandler(BaseHTTPRequestHandler):
                 d = p.to_dict(include_midi=options["include_midi"])
                 if not options["include_notes"]:
                     d.pop("notes")
+                if options["warnings"]:  # what reading the prompt changed, before the piece's own
+                    d["warnings"] = options["warnings"] + d.get("warnings", [])
                 out.append(d)
             self.send_json(200, {"pieces": out, "elapsed_s": round(elapsed, 3),
                                  "model": self.server.composer.name})

@@ -29,6 +29,7 @@ from .fileio import atomic_write, write_json
 from .music.keys import key_from_token_name
 from .music.mood_estimator import MoodEstimator
 from .music.moods import CANONICAL_MOODS
+from .sections import insert_sections, section_token_names
 from .tokenizer import (
     BOS_ID,
     DEFAULT_MAX_LEN,
@@ -44,6 +45,7 @@ from .tokenizer import (
     pitch_shift_table,
     restate_tempo,
     split_bars,
+    style_controls,
     tempo_ids,
     train_bpe_on_ids,
 )
@@ -98,7 +100,7 @@ def _base_ids(path: str) -> tuple[str, "np.ndarray | str"]:
             seq = seq[0]
         ids = np.asarray(seq.ids, dtype=np.int32)
         if _WORKER_MTOK is not None and _WORKER_MTOK.has_chords:
-            return path, (ids, chord_positions(score, _WORKER_TOK))
+            return path, (ids, chord_positions(score, _WORKER_TOK), _WORKER_MTOK.section_positions(score))
         return path, ids
     except Exception as e:  # reported by the caller, never fatal for the whole corpus
         return path, f"{e.__class__.__name__}: {e}"
@@ -118,16 +120,19 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     tok = _WORKER_MTOK
     assert tok is not None
     chords: list = []
+    sections: list = []  # (bar, section token id) from the piece's section markers
     if ids is None:
         path, ids = _base_ids(path)
         if isinstance(ids, str):
             return path, ids
         if isinstance(ids, tuple):
-            ids, chords = ids
-    elif tok.has_chords:  # base ids from the BPE stage: the chords are still to be read
+            ids, chords, sections = ids
+    elif tok.has_chords:  # base ids from the BPE stage: the chords (and sections) are still to be read
         import symusic
 
-        chords = chord_positions(symusic.Score(path), tok.remi)
+        score = symusic.Score(path)
+        chords = chord_positions(score, tok.remi)
+        sections = tok.section_positions(score)
     if len(ids) == 0:
         return path, "no tokens"
     remi = tok.remi
@@ -142,6 +147,7 @@ def _chunk_piece(job: tuple) -> tuple[str, "tuple[list, int] | str"]:
     if chords:  # chord tokens, moved with the notes (key-normalised: onto C)
         ids = insert_chords(tok, ids, [(b, p, c.transposed(shift) if c is not None and shift else c)
                                        for b, p, c in chords])
+    ids = insert_sections(ids, sections, remi.vocab["Bar_None"])  # SECTION_ right after its Bar
     budget = max_len - len(prefix) - 1 - 4  # 4: room for the tempo re-stated at a chunk start
     bars = split_bars(ids, remi.vocab["Bar_None"])
     encoded = encode_bars(tok, bars)  # BPE never crosses a bar line: a chunk's ids are its bars' ids
@@ -242,7 +248,9 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     """Tokenize a corpus folder into shards (see docs/ARCHITECTURE.md for the layout).
 
     With ``tokenizer`` (a trained tokenizer or its path, e.g. a base model's for fine-tuning)
-    BPE is not retrained; moods and tags it lacks are appended as new control tokens.
+    BPE is not retrained; moods and tags it lacks are appended as new control tokens, and so
+    are the styles of the corpus rows (``STYLE_<style>`` after the key of each chunk whose piece
+    has one: :func:`add_corpus_styles`).
     ``key_normalise`` writes every piece with its tonic on C and the key token of its mode on C
     (default: on for a new tokenizer, the given tokenizer's own setting otherwise).
     ``chunk_labels``: the control tokens describe the passage the model reads, not the whole
@@ -266,6 +274,8 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     tags = sorted({t for r in rows for t in r.get("tags", [])})
 
     tok = corpus_tokenizer(tokenizer, user_moods, tags, key_normalise)
+    add_corpus_styles(tok, rows)
+    add_corpus_sections(tok, rows)
 
     # 1. BPE on the train split (base ids on all cores; bars never merge across bars)
     paths = [str(corpus_dir / r["file"]) for r in rows]
@@ -285,7 +295,8 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     out.mkdir(parents=True, exist_ok=True)
     tok_path = tok.save(out / TOKENIZER_FILE)
     shifts = [tok.model_shift(r.get("key")) for r in rows]
-    jobs = [(p, base.pop(p, None), tok.controls_prefix(r["mood"], tok.key_for_model(r.get("key")), r.get("tags", [])),
+    jobs = [(p, base.pop(p, None), tok.controls_prefix(r["mood"], tok.key_for_model(r.get("key")), r.get("tags", []),
+                                                       r.get("style")),
              max_len, sh, (bool(r.get("tempo_known", True)), r.get("mood_source") == "estimated") if chunk_labels else None)
             for p, r, sh in zip(paths, rows, shifts)]
     per_split: dict[str, list] = {"train": [], "valid": [], "test": []}
@@ -309,8 +320,10 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
         "mood_ids": {c[5:]: tok.control_id(c) for c in tok.controls if c.startswith("MOOD_")},
         "key_ids": {("any" if c == "KEY_any" else key_from_token_name(c)): tok.control_id(c) for c in tok.controls if c.startswith("KEY_")},
         "tag_ids": {c[4:]: tok.control_id(c) for c in tok.controls if c.startswith("TAG_")},
+        "style_ids": {s: tok.style_id(s) for s in tok.styles},
         "chord_ids": {c[6:]: tok.control_id(c) for c in tok.controls if c.startswith("Chord_")},
         "fim_ids": tok.fim_ids(),
+        "section_ids": {s: i for i, s in tok.section_ids().items()},
         "bar_ids": bar_start_ids(tok),
         "shards": shards, "chunks": index_chunks,
         "splits": {s: {"chunks": sum(1 for c in index_chunks if c["split"] == s), "tokens": tokens.get(s, 0)} for s in per_split},
@@ -318,6 +331,27 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     }
     write_json(out / "index.json", index, indent=None)
     return TokenizeSummary(out, tok.vocab_size, len(index_chunks), tokens, truncated, failed)
+
+
+def add_corpus_styles(tok: MelodiaTokenizer, rows: list[dict]) -> list[str]:
+    """Append a ``STYLE_`` token for each style of the corpus rows the tokenizer lacks (sorted;
+    appended, so an older tokenizer, like the shipped model's, keeps every id); returns those
+    added. Rows with no style add none, and their chunks carry no style token.
+
+    Example: ``add_corpus_styles(tok, [{"style": "pop"}, {"style": None}])  # ['STYLE_pop']``
+    """
+    return tok.add_controls(style_controls(sorted({r["style"] for r in rows if r.get("style")})))
+
+
+def add_corpus_sections(tok: MelodiaTokenizer, rows: list[dict]) -> list[str]:
+    """Append the phrase section tokens (``SECTION_A`` … :func:`melodia.sections.section_token_names`)
+    when a corpus row carries sections and the tokenizer lacks them (appended, so an older
+    tokenizer, like the shipped model's, keeps every id); returns those added. A corpus
+    without sections adds none, and its chunks carry no section token.
+
+    Example: ``add_corpus_sections(tok, [{"sections": 12}])[:2]  # ['SECTION_A', 'SECTION_B']``
+    """
+    return tok.add_controls(section_token_names()) if any(r.get("sections") for r in rows) else []
 
 
 def corpus_tokenizer(tokenizer: "MelodiaTokenizer | str | os.PathLike | None", user_moods: list[str],
@@ -378,7 +412,7 @@ def _write_shard(out: Path, split: str, buf: list, shards: list[dict], index_chu
         index_chunks.append({"shard": len(shards), "offset": off, "length": int(len(s)), "piece": r["id"],
                              "split": split, "mood": r["mood"], "key": r["key"], "shift": r["shift"],
                              "key_any": not r["key_kept"],
-                             "tags": r.get("tags", [])})
+                             "tags": r.get("tags", []), "style": r.get("style")})
         off += len(s)
     shards.append({"file": name, "split": split, "tokens": int(len(arr))})
 

@@ -2,7 +2,7 @@
 
 A :class:`MelodiaTokenizer` is MidiTok's REMI tokenizer (with tempos, time signatures and
 programs, one token stream per piece) trained with BPE, plus melodia's *control tokens*
-(``MOOD_*``, ``KEY_*``, ``TAG_*``). Control tokens live in their own id range after MidiTok's
+(``MOOD_*``, ``KEY_*``, ``STYLE_*``, ``TAG_*``). Control tokens live in their own id range after MidiTok's
 vocabulary, so BPE never sees or merges them, and fine-tuning can add new ones (a user's tags)
 without touching the BPE model. The whole tokenizer saves to one JSON file (MidiTok's own
 format with an extra ``melodia`` attribute) and loads back identical.
@@ -38,7 +38,8 @@ from .fileio import write_json
 from .music.harmony import Chord, chord_from_token_name, chord_token_name, chord_token_names
 from .music.keys import KEY_NAMES, key_from_token_name, key_in_c, key_token_name, parse_key, tonic_shift
 from .music.meter import beats_per_bar
-from .music.moods import ALIASES, CANONICAL_MOODS
+from .music.moods import ALIASES, CANONICAL_MOODS, normalise_word
+from .sections import SECTION_MARKER, SECTION_TOKEN, insert_sections, read_section_markers
 
 if TYPE_CHECKING:  # pragma: no cover
     import miditok
@@ -91,6 +92,21 @@ def harmony_controls() -> list[str]:
     Example: ``harmony_controls()[-2:]  # ['FIM_suffix', 'FIM_middle']``
     """
     return chord_token_names() + [FIM_SUFFIX, FIM_MIDDLE]
+
+
+#: a piece's style (``STYLE_pop``, ``STYLE_folk`` …): one control token after the key, where the
+#: corpus gives the piece one (docs/ARCHITECTURE.md, "One training sequence")
+STYLE_PREFIX = "STYLE_"
+#: what a request without a style gets from a model whose tokenizer knows it
+DEFAULT_STYLE = "pop"
+
+
+def style_controls(styles: Iterable[str]) -> list[str]:
+    """The control token names of some styles, each once, in the order given.
+
+    Example: ``style_controls(["pop", "folk"])  # ['STYLE_pop', 'STYLE_folk']``
+    """
+    return [f"{STYLE_PREFIX}{s}" for s in dict.fromkeys(styles) if s]
 
 
 def default_controls(moods: Iterable[str] = (), tags: Iterable[str] = ()) -> list[str]:
@@ -224,6 +240,29 @@ class MelodiaTokenizer:
             raise BadInputError(f"unknown tag {tag!r}; this model knows: {', '.join(known) or 'none'}")
         return self.control_id(f"TAG_{tag}")
 
+    @property
+    def styles(self) -> list[str]:
+        """The styles this tokenizer has a ``STYLE_`` token for, in id order ([] for one made
+        before styles, like the shipped model's). Example: ``tok.styles  # ['chorale', 'classical', 'folk', 'pop']``"""
+        return [c[len(STYLE_PREFIX):] for c in self.controls if c.startswith(STYLE_PREFIX)]
+
+    @property
+    def default_style(self) -> str | None:
+        """The style of a request that names none: :data:`DEFAULT_STYLE` ("pop") when this
+        tokenizer knows it, else None (no style token). Example: ``tok.default_style``"""
+        return DEFAULT_STYLE if DEFAULT_STYLE in self.styles else None
+
+    def style_id(self, style: str) -> int:
+        """Id of ``STYLE_<style>``; :class:`BadInputError` naming the known styles (or saying the
+        model has none). Example: ``tok.style_id("folk")``."""
+        known = self.styles
+        if not known:
+            raise BadInputError(f"style {style!r}: this model has no style tokens (it was trained before "
+                                "styles); leave the style out")
+        if not isinstance(style, str) or style not in known:
+            raise BadInputError(f"unknown style {style!r}; this model knows: {', '.join(known)}")
+        return self.control_id(f"{STYLE_PREFIX}{style}")
+
     def add_controls(self, names: Iterable[str]) -> list[str]:
         """Append new control tokens (e.g. a user's TAG_/MOOD_); returns those added.
 
@@ -231,8 +270,9 @@ class MelodiaTokenizer:
         """
         added = [n for n in dict.fromkeys(names) if n not in self.controls]
         for n in added:
-            if not n.startswith(("MOOD_", "TAG_", "KEY_", "Chord_", "FIM_")):
-                raise BadInputError(f"control token {n!r} must start with MOOD_, KEY_, TAG_, Chord_ or FIM_")
+            if not n.startswith(("MOOD_", "TAG_", "KEY_", "Chord_", "FIM_", STYLE_PREFIX, SECTION_TOKEN)):
+                raise BadInputError(f"control token {n!r} must start with MOOD_, KEY_, TAG_, Chord_, FIM_, "
+                                    f"{SECTION_TOKEN} or {STYLE_PREFIX}")
         self.controls.extend(added)
         return added
 
@@ -264,18 +304,58 @@ class MelodiaTokenizer:
 
     def chord_ids(self) -> dict[int, "Chord | None"]:
         """Every chord token id and its chord. Example: ``tok.chord_ids()[tok.chord_id(None)]  # None``."""
-        return {self.base_size + k: chord_from_token_name(c) for k, c in enumerate(self.controls)
-                if c.startswith("Chord_")}
+        base = self.base_size  # len(MidiTok) asks the BPE model for its whole vocabulary: once
+        return {base + k: chord_from_token_name(c) for k, c in enumerate(self.controls) if c.startswith("Chord_")}
 
     def fim_ids(self) -> dict[str, int]:
         """The fill-in-the-middle markers: ``{"suffix": id, "middle": id}``, {} for a tokenizer
         made before them. Example: ``tok.fim_ids()["middle"]``."""
         return {c[4:]: self.control_id(c) for c in self.controls if c.startswith("FIM_")}
 
+    @property
+    def has_sections(self) -> bool:
+        """Whether this tokenizer writes phrase section tokens (``SECTION_A`` …; appended by
+        ``melodia tokenize`` for a corpus with sections; the shipped model's has none). Example: ``tok.has_sections``"""
+        return any(c.startswith(SECTION_TOKEN) for c in self.controls)
+
+    def section_ids(self) -> dict[int, str]:
+        """Every section token id and its letter ({} without sections).
+        Example: ``tok.section_ids()  # {4203: 'A', ...}``"""
+        base = self.base_size
+        return {base + k: c[len(SECTION_TOKEN):] for k, c in enumerate(self.controls)
+                if c.startswith(SECTION_TOKEN)}
+
+    def section_positions(self, score: "symusic.Score") -> list[tuple[int, int]]:
+        """A score's section markers as ``(bar index, section token id)``; [] without section
+        tokens (letters this tokenizer lacks are dropped). Example: ``tok.section_positions(score)``"""
+        ids = {s: i for i, s in self.section_ids().items()}
+        return [(b, ids[s]) for b, s in read_section_markers(score) if s in ids] if ids else []
+
     # ------------------------------------------------------------------ encode / decode
-    def controls_prefix(self, mood: str = "any", key: str | None = None, tags: Sequence[str] = ()) -> list[int]:
-        """``[BOS, MOOD_m, KEY_k, TAG_t…]``. Example: ``tok.controls_prefix("sad", "A minor")``."""
-        return [BOS_ID, self.mood_id(mood), self.key_id(key)] + [self.tag_id(t) for t in tags]
+    def controls_prefix(self, mood: str = "any", key: str | None = None, tags: Sequence[str] = (),
+                        style: str | None = None) -> list[int]:
+        """``[BOS, MOOD_m, KEY_k, STYLE_s, TAG_t…]``; no style token when ``style`` is None.
+        Example: ``tok.controls_prefix("sad", "A minor", style="folk")``."""
+        return ([BOS_ID, self.mood_id(mood), self.key_id(key)] + self.style_ids(style)
+                + [self.tag_id(t) for t in tags])
+
+    def style_ids(self, style: str | None) -> list[int]:
+        """The style part of a prefix: ``[STYLE_s]``, or [] for None. Example: ``tok.style_ids("pop")``."""
+        return [] if style is None else [self.style_id(style)]
+
+    def resolve_style(self, style: str | None) -> str | None:
+        """The style a request means: None → :attr:`default_style`; a name → the style as the
+        corpus stored it (``"Folk"`` → ``"folk"``). :class:`BadInputError` for a style the model
+        does not know (naming those it does) or any style for a model without style tokens.
+
+        Example: ``tok.resolve_style(None)  # 'pop' for a model with styles, None for the shipped one``
+        """
+        if style is None:
+            return self.default_style
+        name = normalise_word(style) if isinstance(style, str) else ""
+        if name not in self.styles:
+            self.style_id(style)  # raises, naming the style asked for and the known ones
+        return name
 
     def key_for_model(self, key: str | None) -> str | None:
         """The key token the model sees for a key: itself, or (key-normalised) its mode on C.
@@ -297,6 +377,7 @@ class MelodiaTokenizer:
         """REMI(+BPE) ids of a score, no controls; ``shift`` transposes its pitched notes first
         (semitones; drums stay). Example: ``ids = tok.encode_score(score)``."""
         chords = chord_positions(score, self.remi, shift) if self.has_chords else []
+        sections = self.section_positions(score)  # a tokenizer with sections has chords too
         if shift:
             score = transpose_score(score, shift)
         if not self.has_chords:
@@ -307,13 +388,15 @@ class MelodiaTokenizer:
         seq = self.remi.encode(score, encode_ids=False)
         base = np.asarray((seq[0] if isinstance(seq, list) else seq).ids, dtype=np.int64)
         base = insert_chords(self, base, chords)
+        base = insert_sections(base, sections, self.remi.vocab["Bar_None"])
         return [i for b in encode_bars(self, split_bars(base, self.remi.vocab["Bar_None"])) for i in b]
 
     def encode_piece(self, score: "symusic.Score", mood: str = "any", key: str | None = None,
-                     tags: Sequence[str] = ()) -> list[int]:
+                     tags: Sequence[str] = (), style: str | None = None) -> list[int]:
         """A whole sequence: controls, the score's ids, EOS. Key-normalised, the notes are written
         with ``key``'s tonic on C (decode moves them back). Example: ``tok.encode_piece(s, "calm")``."""
-        return self.controls_prefix(mood, key, tags) + self.encode_score(score, self.model_shift(key)) + [EOS_ID]
+        return (self.controls_prefix(mood, key, tags, style) + self.encode_score(score, self.model_shift(key))
+                + [EOS_ID])
 
     def strip_controls(self, ids: Sequence[int]) -> list[int]:
         """Drop special and control ids, keeping the music. Example: ``tok.strip_controls(ids)``."""
@@ -335,7 +418,22 @@ class MelodiaTokenizer:
             tpq = score.ticks_per_quarter
             for beat, ch in self.chords(ids):
                 score.markers.append(symusic.TextMeta(int(round(beat * tpq)), ch.name if ch else "N.C."))
+        self.add_section_markers(score, ids)
         return score
+
+    def add_section_markers(self, score: "symusic.Score", ids: Sequence[int]) -> None:
+        """Write the section tokens of ``ids`` into ``score`` (decoded from them) as markers
+        ``Section_<letter>`` on their bar lines, in time order with the other markers (none
+        without section tokens). Example: ``tok.add_section_markers(score, ids)``"""
+        found = self.sections(ids)
+        if not found:
+            return
+        import symusic  # heavy: a native library, loaded on first use
+
+        tpq = score.ticks_per_quarter
+        for beat, letter in found:
+            score.markers.append(symusic.TextMeta(int(round(beat * tpq)), SECTION_MARKER + letter))
+        score.markers.sort(key=lambda m: m.time)
 
     def chords(self, ids: Sequence[int]) -> list[tuple[float, "Chord | None"]]:
         """The chord tokens of a sequence as ``(start beat, chord)``, in the key the notes
@@ -345,17 +443,30 @@ class MelodiaTokenizer:
         if not chord_of:
             return []
         shift = self.decode_shift(ids)
+        return [(beat, ch.transposed(shift) if ch is not None and shift else ch)
+                for beat, ch in ((b, chord_of[i]) for b, i in self.control_beats(ids, chord_of))]
+
+    def sections(self, ids: Sequence[int]) -> list[tuple[float, str]]:
+        """The section tokens of a sequence as ``(beat of their bar line, letter)``; [] for a
+        tokenizer without them. Example: ``tok.sections(ids)[:2]  # [(0.0, 'i'), (16.0, 'A')]``"""
+        letter_of = self.section_ids()
+        return [(b, letter_of[i]) for b, i in self.control_beats(ids, letter_of)] if letter_of else []
+
+    def control_beats(self, ids: Sequence[int], wanted: "dict[int, object] | set[int]") -> list[tuple[float, int]]:
+        """Where the ``wanted`` control ids of a sequence stand, as ``(beat, id)``: the beat (in
+        quarter notes from the first bar line) of the bar line and position read before each.
+        Example: ``tok.control_beats(ids, tok.chord_ids())[:1]  # [(0.0, 4012)]``"""
         out: list = []
         bar, bar_start, bar_len, pos_beats = -1, 0.0, 4.0, 0.0
         per_beat = int(self.remi.config.max_num_pos_per_beat)
         den = 4
+        base = self.base_size  # a property that asks the BPE model for its vocabulary: once, not per id
         for i in ids:
             i = int(i)
-            if i in chord_of:
-                ch = chord_of[i]
-                out.append((bar_start + pos_beats, ch.transposed(shift) if ch is not None and shift else ch))
+            if i in wanted:
+                out.append((bar_start + pos_beats, i))
                 continue
-            if i >= self.base_size or i < 4:
+            if i >= base or i < 4:
                 continue
             for t in self.base_tokens(i):
                 kind, _, val = t.partition("_")
@@ -501,14 +612,16 @@ def split_bars(ids: "np.ndarray", bar_id: int) -> list["np.ndarray"]:
 
 def restate_tempo(bar: "np.ndarray", tempo_id: int | None, remi) -> "np.ndarray":
     """A bar (REMI base ids) that opens a chunk or a context, made to carry the tempo in force:
-    ``Bar TimeSig Position_0 Tempo …`` (REMI writes only tempo changes).
+    ``Bar TimeSig Position_0 Tempo …`` (REMI writes only tempo changes; a section token right
+    after ``Bar`` stays there).
 
     Example: ``first = restate_tempo(bars[k], tempo_id, tok.remi)``
     """
     if tempo_id is None:
         return bar
-    toks = [remi[int(i)] if int(i) < len(remi.vocab) else "" for i in bar[:4]]
-    k = 1 + int(len(toks) > 1 and toks[1].startswith("TimeSig_"))
+    toks = [remi[int(i)] if int(i) < len(remi.vocab) else "" for i in bar[:5]]
+    k = 1 + int(len(toks) > 1 and toks[0] == "Bar_None" and toks[1] == "")  # Bar SECTION_…
+    k += int(len(toks) > k and toks[k].startswith("TimeSig_"))
     if len(toks) > k and toks[k] == "Position_0":
         if len(toks) > k + 1 and toks[k + 1].startswith("Tempo_"):
             return bar

@@ -1,29 +1,42 @@
 #!/usr/bin/env python
 """Benchmark melodia's sampling loop against ``transformers``' ``model.generate()``.
 
-Same model, same machine, one run: for each preset (random-initialised weights of the preset's
-shape; the vocabulary is a BPE tokenizer trained here to ~4k ids on tests/data MIDI and made-up
-pieces), with the grammar mask on for both sides (``model.generate`` gets it as a
-``LogitsProcessor`` running the same grammar), top-p 0.95, temperature 1:
+Same model, same machine, one process. By default the model is the shipped one
+(``melodia/weights/default``; ``--model DIR`` for another); ``--presets tiny small`` uses
+random-initialised weights of those presets' shapes instead (the vocabulary then is a BPE
+tokenizer trained here to ~4k ids on tests/data MIDI and made-up pieces). The grammar mask is on
+for both sides (``model.generate`` gets it as a ``LogitsProcessor`` running the same grammar),
+top-p 0.95, temperature 1. Only public methods are used: ours is ``Generator.generate``.
 
-* ms per token at batch 1 (the same number of new tokens on both sides),
-* wall time for 16 bars (melody + accompaniment), batch 1 — ours ends at exactly 16 bars, HF
-  generates the same number of tokens,
-* tokens per second at batch 8 (8 rows x the same number of steps on both sides).
+* ms per token at batch 1: ours writes ``--bars`` bars (melody + accompaniment) and HF
+  generates the same number of new tokens;
+* row-steps per second at batch ``--batch``: ours writes ``--batch`` variations of ``--bars``
+  bars (the loop steps until the longest row ends), HF runs the same number of steps.
 
-Every measurement is repeated (``--repeats``), interleaving the two sides, and the fastest run
-is kept (the least disturbed by other load on the machine). The table comes first; the ratio
-(HF ms/token ÷ ours, small preset, batch 1) is printed last.
+``--rounds`` rounds alternate the two sides (ours first in even rounds, HF first in odd ones), so
+a busy machine slows both alike; the median round counts. The ratio (HF ms/token ÷ ours, batch
+1) is printed last. The machine this runs on is often shared: compare ratios, not times.
+
+``--busy`` (issue 22) measures instead how a call behaves beside a competing CPU-bound process
+(one core spinning pure Python): the Python API (``Composer.load(threads=T)`` once, then
+``generate`` 8 bars per call) against the CLI (``melodia generate`` in a fresh subprocess per
+call; its per-call seconds are its ``Composer.generate`` call, timed inside that subprocess, so
+the CLI's start-up — interpreter, imports, model load — and the file it writes are left out and
+shown apart), at 1 and 2 torch threads, calls alternating API / CLI.
 
 Usage:
-    python scripts/bench_generate.py                   # tiny + small, 2 threads
-    python scripts/bench_generate.py --presets small --threads 2 --repeats 5
+    python scripts/bench_generate.py                      # shipped model, 2 threads, 5 rounds
+    python scripts/bench_generate.py --presets small --threads 1
+    python scripts/bench_generate.py --busy --calls 6     # API vs CLI beside a busy neighbour
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
-import math
+import json
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tests/pieces.py: the made-up pieces the generation tests use too
+
+MOODS = ("happy", "tense", "sad", "calm")
 
 
 def build_tokenizer(vocab: int):
@@ -49,25 +64,6 @@ def build_tokenizer(vocab: int):
         files.append(p)
     tok.train_bpe(files=files, vocab_size=vocab)
     return tok
-
-
-def build(preset: str, vocab_size: int):
-    try:
-        from melodia.model import build_model
-
-        return build_model(preset, vocab_size, seed=0).eval()
-    except ImportError:  # model.py not there yet: the same shapes by hand
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        shapes = {"tiny": (2, 64, 4, 2, 176, 512), "small": (6, 320, 5, 5, 640, 1024)}
-        n_layer, d, h, kv, ff, ml = shapes[preset]
-        torch.manual_seed(0)
-        return LlamaForCausalLM(LlamaConfig(
-            vocab_size=vocab_size, hidden_size=d, intermediate_size=ff, num_hidden_layers=n_layer,
-            num_attention_heads=h, num_key_value_heads=kv, head_dim=d // h, max_position_embeddings=ml,
-            rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-            tie_word_embeddings=True)).eval()
 
 
 class GrammarProcessor:
@@ -92,8 +88,6 @@ class GrammarProcessor:
 
 def hf_generate(model, gen, cfg, new_tokens: int, grammar: bool = True) -> tuple[float, float]:
     """(wall, CPU) seconds for ``model.generate`` to sample exactly ``new_tokens`` per row."""
-    import dataclasses
-
     import torch
     from transformers import LogitsProcessorList
 
@@ -113,97 +107,181 @@ def hf_generate(model, gen, cfg, new_tokens: int, grammar: bool = True) -> tuple
     return dt, dc
 
 
-def ours_steps(gen, cfg, steps: int) -> tuple[float, float]:
-    """(wall, CPU) seconds for our loop to run exactly ``steps`` steps on cfg.n rows (grammar for 64 bars)."""
-    import dataclasses
-
-    c = dataclasses.replace(cfg, bars=64, max_tokens=steps + 16 + 2 * 64 + 200)
-    g, cond, uncond, states = gen.prepare(c)
-    t, cpu = time.perf_counter(), time.process_time()
-    gen._sample(g, cond, uncond, states, c, stop_after=steps)
-    return time.perf_counter() - t, time.process_time() - cpu
-
-
 def ours_generate(gen, cfg) -> tuple[float, float, int]:
-    """(wall, CPU) seconds and new ids for one ``gen.generate(cfg)`` (batch 1)."""
+    """(wall, CPU) seconds and the loop's steps (new ids of the longest row) for one
+    ``gen.generate(cfg)``."""
     t, cpu = time.perf_counter(), time.process_time()
-    ids = gen.generate(cfg)[0]
-    return time.perf_counter() - t, time.process_time() - cpu, len(ids) - 3
+    rows = gen.generate(cfg)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    prefix = len(gen.shown_prefix(cfg))
+    return wall, cpu, max(len(r) for r in rows) - prefix
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--vocab", type=int, default=4000)
-    ap.add_argument("--bars", type=int, default=16)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--weights", default="auto", help="ours: auto (fp16 storage on CPU), fp32")
-    args = ap.parse_args(argv)
+def load_models(args, tok_cache: dict) -> list[tuple[str, object, object, dict]]:
+    """``(name, HF model fp32, tokenizer, melodia.json)`` for each model to measure."""
+    from melodia.model import DEFAULT_MODEL_DIR, build_model, load_model_dir
+    from melodia.tokenizer import MelodiaTokenizer
 
+    if args.presets:
+        if "tok" not in tok_cache:
+            t0 = time.perf_counter()
+            tok_cache["tok"] = build_tokenizer(args.vocab)
+            print(f"tokenizer: {tok_cache['tok'].vocab_size} ids in {time.perf_counter() - t0:.1f} s", flush=True)
+        tok = tok_cache["tok"]
+        return [(p, build_model(p, max(tok.vocab_size, args.vocab), seed=0).eval(), tok, {}) for p in args.presets]
+    path = Path(args.model) if args.model else DEFAULT_MODEL_DIR
+    model, meta = load_model_dir(path, dtype="float32")
+    return [(meta.get("preset") or path.name, model.eval(), MelodiaTokenizer.load(path / "tokenizer.json"), meta)]
+
+
+def bench_speed(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
     from melodia.generate import GenerationConfig, Generator
 
-    t0 = time.perf_counter()
-    tok = build_tokenizer(args.vocab)
-    print(f"tokenizer: {tok.vocab_size} ids (BPE {tok.base_size}) in {time.perf_counter() - t0:.1f} s; "
-          f"torch {torch.__version__}, {args.threads} threads", flush=True)
-    rows = []
-    ratio_small = None
-    for preset in args.presets:
-        model = build(preset, max(tok.vocab_size, args.vocab))
+    print(f"bench_generate: torch {torch.__version__}, {args.threads} thread(s), {args.rounds} alternating rounds, "
+          f"{args.bars} bars, batch 1 and {args.batch}", flush=True)
+    ratio = None
+    for name, model, tok, meta in load_models(args, {}):
         n_params = sum(p.numel() for p in model.parameters())
         t = time.perf_counter()
-        gen = Generator(model, tok, weights=args.weights)
+        gen = Generator(model, tok, weights=args.weights, default_programs=meta.get("default_programs"),
+                        tempo_unknown=meta.get("tempo_unknown"))
         setup = time.perf_counter() - t
         cfg = GenerationConfig(bars=args.bars, mood="happy", key="C major", tempo=110, seed=1, n=1)
-        # cold: the first 16-bar call builds the grammar tables of this meter and instruments
-        cold, _, k = ours_generate(gen, cfg)
-        inf2 = (math.inf, math.inf)
-        best = {"ours16": inf2, "hf16": inf2, "hf_plain": inf2, "ours8": inf2, "hf8": inf2}
+        cold, _, k = ours_generate(gen, cfg)  # the first call builds this meter's grammar tables
+        res: dict[str, list] = {"ours": [], "hf": [], "ours_b": [], "hf_b": []}
+        for r in range(args.rounds):
+            cb = GenerationConfig(bars=args.bars, mood=MOODS[r % 4], tempo=110, seed=1 + r, n=args.batch)
 
-        def keep(name: str, wall_cpu: tuple, best: dict = best) -> None:
-            best[name] = (min(best[name][0], wall_cpu[0]), min(best[name][1], wall_cpu[1]))
-
-        steps = 256
-        for r in range(args.repeats):
-            wall, cpu, k2 = ours_generate(gen, cfg)
-            assert k2 == k, "same seed, same ids"
-            keep("ours16", (wall, cpu))
-            keep("hf16", hf_generate(model, gen, cfg, k))
-            keep("hf_plain", hf_generate(model, gen, cfg, k, grammar=False))
-            c8 = GenerationConfig(bars=args.bars, mood="happy", tempo=110, seed=1 + r, n=args.batch)
-            keep("ours8", ours_steps(gen, c8, steps))
-            keep("hf8", hf_generate(model, gen, c8, steps))
-        ms = {name: (w / k * 1e3, c / k * 1e3) for name, (w, c) in best.items() if name in ("ours16", "hf16", "hf_plain")}
-        tps_ours = args.batch * steps / best["ours8"][0]
-        tps_hf = args.batch * steps / best["hf8"][0]
-        rows.append((preset, n_params, k, ms, best["ours16"][0], cold, best["hf16"][0], tps_ours, tps_hf, setup))
-        if preset == "small" or ratio_small is None:
-            ratio_small = (preset, ms["hf16"][0] / ms["ours16"][0], ms["hf_plain"][0] / ms["ours16"][0],
-                           ms["hf16"][1] / ms["ours16"][1])
-        print(f"{preset}: done", flush=True)
-
-    print()
-    print(f"{'preset':<7}{'params':>8}{'ids':>6} | {'ms/token, batch 1: wall (CPU)':^40} | "
-          f"{'16 bars, batch 1, wall s':^27} | {'tokens/s, batch ' + str(args.batch):^18} | {'setup':>5}")
-    print(f"{'':<7}{'':>8}{'':>6} | {'ours':>12}{'HF+grammar':>14}{'HF plain':>14} | "
-          f"{'ours':>7}{'ours cold':>10}{'HF+gram':>10} | {'ours':>8}{'HF+gram':>10} | {'s':>5}")
-    for (preset, n_params, k, ms, w_o, w_c, w_h, tp_o, tp_h, setup) in rows:
-        cell = {name: f"{w:.2f} ({c:.2f})" for name, (w, c) in ms.items()}
-        print(f"{preset:<7}{n_params / 1e6:>7.2f}M{k:>6} | {cell['ours16']:>12}{cell['hf16']:>14}{cell['hf_plain']:>14} | "
-              f"{w_o:>7.3f}{w_c:>10.3f}{w_h:>10.3f} | {tp_o:>8.0f}{tp_h:>10.0f} | {setup:>5.2f}")
-    print()
-    for (preset, _n_params, _k, ms, *_r) in rows:
-        o = ms["ours16"]
-        print(f"{preset}: per token, HF+grammar / ours = {ms['hf16'][0] / o[0]:.2f}x wall, "
-              f"{ms['hf16'][1] / o[1]:.2f}x CPU; HF plain / ours = {ms['hf_plain'][0] / o[0]:.2f}x wall")
-    name, r_gram, r_plain, r_cpu = ratio_small
-    print(f"ratio ({name}, batch 1, ms/token, model.generate with grammar / ours): {r_gram:.2f}x")
+            for side in (("ours", "hf") if r % 2 == 0 else ("hf", "ours")):
+                if side == "ours":
+                    wall, cpu, k2 = ours_generate(gen, cfg)
+                    assert k2 == k, "same seed, same ids"
+                    res["ours"].append((wall / k * 1e3, cpu / k * 1e3))
+                    wall, _, steps = ours_generate(gen, cb)
+                    res["ours_b"].append((args.batch * steps / wall, steps, cb))
+                else:
+                    wall, cpu = hf_generate(model, gen, cfg, k)
+                    res["hf"].append((wall / k * 1e3, cpu / k * 1e3))
+            _, steps, cb_r = res["ours_b"][-1]
+            wall, _ = hf_generate(model, gen, cb_r, steps)
+            res["hf_b"].append(args.batch * steps / wall)
+        med = {s: statistics.median(w for w, _ in res[s]) for s in ("ours", "hf")}
+        med_cpu = {s: statistics.median(c for _, c in res[s]) for s in ("ours", "hf")}
+        per_round = [h[0] / o[0] for o, h in zip(res["ours"], res["hf"])]
+        tps_o = statistics.median(x[0] for x in res["ours_b"])
+        tps_h = statistics.median(res["hf_b"])
+        ratio = med["hf"] / med["ours"]
+        print(f"\n{name}: {n_params / 1e6:.2f}M parameters, vocabulary {tok.vocab_size}, weights "
+              f"{gen.net.weights}{' + TorchScript step' if gen.net.jit else ''}; {k} ids for {args.bars} bars; "
+              f"set-up {setup:.2f} s, first call {cold:.2f} s")
+        print(f"  batch 1, ms/token (median of {args.rounds}): ours {med['ours']:.2f} (CPU {med_cpu['ours']:.2f}), "
+              f"model.generate+grammar {med['hf']:.2f} (CPU {med_cpu['hf']:.2f}); {args.bars} bars ours "
+              f"{med['ours'] * k / 1e3:.3f} s")
+        print(f"  rounds ours: {', '.join(f'{w:.2f}' for w, _ in res['ours'])}; HF: "
+              f"{', '.join(f'{w:.2f}' for w, _ in res['hf'])}; per-round ratio median "
+              f"{statistics.median(per_round):.2f}x")
+        print(f"  batch {args.batch}, row-steps/s (median): ours {tps_o:,.0f}, HF+grammar {tps_h:,.0f} "
+              f"({tps_o / tps_h:.2f}x)")
+        print(f"ratio ({name}, batch 1, ms/token, model.generate with grammar / ours, {args.threads} thread(s)): "
+              f"{ratio:.2f}x")
     return 0
+
+
+CLI_DRIVER = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from melodia import api, cli
+timing = {}
+orig = api.Composer.generate
+def timed(self, *a, **k):
+    t = time.perf_counter()
+    out = orig(self, *a, **k)
+    timing["generate_s"] = time.perf_counter() - t
+    return out
+api.Composer.generate = timed
+rc = cli.main(sys.argv[1:])
+timing["in_process_s"] = time.perf_counter() - t0
+print("BENCH " + json.dumps(timing))
+sys.exit(rc)
+"""
+
+
+def bench_busy(args) -> int:
+    """Issue 22: API against CLI, 1 and 2 threads, beside one core spinning pure Python."""
+    from melodia import Composer
+
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    print(f"bench_generate --busy: a neighbour (pid {neighbour.pid}) spins pure Python on one core; "
+          f"{args.calls} calls per setting, {args.bars} bars, API and CLI alternating", flush=True)
+    rows = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for threads in args.busy_threads:
+                composer = Composer.load(args.model, threads=threads)
+                composer.generate(mood="happy", bars=args.bars, seed=99)  # warm: grammar tables
+                api_s, cli_s, cli_start = [], [], []
+                for i in range(args.calls):
+                    mood, seed = MOODS[i % 4], i
+
+                    for side in (("api", "cli") if i % 2 == 0 else ("cli", "api")):
+                        if side == "api":
+                            t = time.perf_counter()
+                            composer.generate(mood=mood, bars=args.bars, seed=seed)
+                            api_s.append(time.perf_counter() - t)
+                            continue
+                        argv = ["generate", "--mood", mood, "--bars", str(args.bars), "--seed", str(seed),
+                                "--threads", str(threads), "--out", tmp, "--force"]
+                        if args.model:
+                            argv += ["--model", args.model]
+                        t = time.perf_counter()
+                        p = subprocess.run([sys.executable, "-c", CLI_DRIVER, *argv], capture_output=True,
+                                           text=True, cwd=ROOT)
+                        wall = time.perf_counter() - t
+                        line = next((x for x in p.stdout.splitlines() if x.startswith("BENCH ")), None)
+                        if p.returncode or line is None:
+                            sys.exit(f"bench_generate: the CLI failed ({p.returncode}): {p.stderr[-2000:]}")
+                        got = json.loads(line[6:])
+                        cli_s.append(got["generate_s"])
+                        cli_start.append(wall - got["generate_s"])
+                rows[threads] = (statistics.median(api_s), statistics.median(cli_s), statistics.median(cli_start),
+                                 api_s, cli_s)
+                del composer
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    print()
+    for threads, (a, c, start, api_s, cli_s) in rows.items():
+        print(f"threads {threads}: API {a:.3f} s/call, CLI {c:.3f} s/call (its Composer.generate; start-up and "
+              f"writing {start:.2f} s more per call), API/CLI {a / c:.2f}")
+        print(f"  per call API: {', '.join(f'{x:.2f}' for x in api_s)}; CLI: {', '.join(f'{x:.2f}' for x in cli_s)}")
+    if 1 in rows and 2 in rows:
+        print(f"2 threads / 1 thread: API {rows[2][0] / rows[1][0]:.2f}x, CLI {rows[2][1] / rows[1][1]:.2f}x "
+              f"(above 1: the second thread costs more than it gives beside a busy neighbour)")
+    judged = rows.get(1) or next(iter(rows.values()))  # the default: 1 thread (api.set_threads)
+    worst = abs(judged[0] / judged[1] - 1)
+    print(f"at {1 if 1 in rows else args.busy_threads[0]} thread(s) (the default is 1) API and CLI are within "
+          f"{worst:.0%} of each other (acceptance: 20%): {'PASS' if worst <= 0.2 else 'FAIL'}")
+    return 0 if worst <= 0.2 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", help="model directory (default: the shipped model)")
+    ap.add_argument("--presets", nargs="+", help="random-initialised presets instead of a model directory")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vocab", type=int, default=4000, help="BPE vocabulary for --presets")
+    ap.add_argument("--bars", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--weights", default="auto", help="ours: auto, fp32, fp16 or bf16 (LeanLlama)")
+    ap.add_argument("--busy", action="store_true", help="API vs CLI beside a busy neighbour (issue 22)")
+    ap.add_argument("--calls", type=int, default=4, help="--busy: calls per side and thread setting")
+    ap.add_argument("--busy-threads", type=int, nargs="+", default=[1, 2], help="--busy: thread settings")
+    args = ap.parse_args(argv)
+    return bench_busy(args) if args.busy else bench_speed(args)
 
 
 if __name__ == "__main__":

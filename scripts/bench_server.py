@@ -9,7 +9,9 @@ By default the script starts the server in this process on a free port (loopback
 default model, or ``--model DIR`` when the default is not built, warms it up as ``melodia
 serve`` does, and asks it over real HTTP (urllib). ``--url`` measures a server already running
 instead. Latency is wall time per request as the client sees it (connect, JSON, generation,
-base64 MIDI, answer); the server's own generation time (``elapsed_s``) is shown beside it.
+base64 MIDI, answer); the server's own generation time (``elapsed_s``) is shown beside it, and,
+for the in-process server, the process's CPU time per request (less sensitive to other jobs on
+a shared machine than wall time, though not immune: caches and memory bandwidth are shared).
 Moods cycle happy/tense/sad/calm and seeds run 0, 1, 2 ... so runs are comparable.
 
 Usage:
@@ -122,18 +124,21 @@ def main(argv: list[str] | None = None) -> int:
               f"(GET /health: median {hm:.2f} ms; ratio {pm / hm:.2f}); target {args.page_target:g} ms and "
               f"200 kB: {'PASS' if page_ok else 'FAIL'}")
 
-    latencies, gen_times, notes = [], [], []
+    latencies, gen_times, notes, cpus = [], [], [], []
     for i in range(args.requests):
         body = {"mood": MOODS[i % len(MOODS)], "bars": args.bars, "seed": i, "n": args.n}
+        cpu0 = time.process_time()  # in-process server: this process's CPU is the request's
         try:
             wall, answer = post(base + "/generate", body)
         except urllib.error.HTTPError as e:
             sys.exit(f"bench_server: request {i} failed: {e.code} {e.read().decode(errors='replace')}")
         latencies.append(wall)
+        cpus.append(time.process_time() - cpu0)
         gen_times.append(answer["elapsed_s"])
         notes.append(sum(len(pc["notes"]) for pc in answer["pieces"]))
         print(f"  {i + 1:2d}  {body['mood']:5s}  seed {i:2d}  {wall * 1000:7.1f} ms  "
-              f"(generation {answer['elapsed_s'] * 1000:7.1f} ms, {notes[-1]} notes)")
+              f"(generation {answer['elapsed_s'] * 1000:7.1f} ms, {notes[-1]} notes"
+              f"{'' if args.url else f', CPU {cpus[-1] * 1000:7.1f} ms'})")
 
     med = statistics.median(latencies)
     q = sorted(latencies)
@@ -142,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
           f"p90 {p90 * 1000:.1f} ms, min {q[0] * 1000:.1f} ms, max {q[-1] * 1000:.1f} ms; "
           f"generation median {statistics.median(gen_times) * 1000:.1f} ms; "
           f"{statistics.mean(notes):.0f} notes per answer")
+    if not args.url:  # on a shared machine wall time waits for other jobs; CPU time much less so
+        qc = sorted(cpus)
+        print(f"CPU per request (this process, server and client): median {statistics.median(cpus) * 1000:.1f} ms, "
+              f"p90 {qc[min(len(qc) - 1, int(round(0.9 * (len(qc) - 1))))] * 1000:.1f} ms")
     ok = med <= args.target
     print(f"median {med:.3f} s {'<=' if ok else '>'} target {args.target:g} s: {'PASS' if ok else 'FAIL'}")
     if not args.url:

@@ -1,10 +1,16 @@
 """Training throughput: melodia's loop against the plain recipe, same model and same batches.
 
     python scripts/bench_train.py --preset small                  # synthetic shards, this machine
+    python scripts/bench_train.py --preset tiny --precision bf16  # force the bf16 path as "best"
+    python scripts/bench_train.py --preset small --compile        # try torch.compile (CPU: inductor C++)
     python scripts/bench_train.py --preset base --data tokens/ --compile
 
-"ours" is exactly what ``melodia train`` does per step (melodia/train/loop.py: SDPA attention, bf16
-autocast on CUDA, fused AdamW, our summed loss, clipping, optional ``torch.compile``). "plain"
+Three recipes, alternating in every round: "fp32" is ``melodia train``'s step in fp32 eager;
+"best" is the path ``melodia train --precision auto`` takes here (melodia/model/precision.py: bf16
+autocast with fp32 master weights where the start-up probe finds bf16 matmuls faster, else fp32;
+``--precision`` forces one; ``--compile`` compiles it, its compile time reported apart); "plain"
+is the plain recipe below. "ours" is exactly what ``melodia train`` does per step (melodia/train/loop.py: SDPA attention, bf16
+autocast where chosen, fused AdamW, our summed loss, clipping, optional ``torch.compile``). "plain"
 is the recipe ``transformers.Trainer`` gives with its historical defaults: fp32, eager
 attention, AdamW without foreach/fused kernels, the model's own ``labels=`` loss, clipping at 1.0.
 (Trainer in transformers 5 with torch >= 2.8 actually defaults to SDPA and fused AdamW; pass
@@ -108,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-steps", type=int, default=2, help="untimed steps before each round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--compile", action="store_true", help="torch.compile our model (CUDA)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the best path (CUDA; CPU: inductor C++)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="the best path's precision (default: what melodia train's auto picks)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--plain-attn", default="eager", choices=["eager", "sdpa"])
     ap.add_argument("--plain-optim", default="unfused", choices=["unfused", "foreach", "fused"])
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from melodia.model import build_model, count_parameters
+    from melodia.model.precision import choose_precision
     from melodia.train import (
         IGNORE,
         ShardData,
@@ -149,30 +158,46 @@ def main(argv: list[str] | None = None) -> int:
         real_tokens = [int((b[1] != IGNORE).sum()) for b in batches]
         mean_len = statistics.mean(b[0].shape[1] for b in batches)
 
-        ours = build_model(args.preset, data.vocab_size, attn_implementation="sdpa", seed=0).to(device)
+        fp32 = build_model(args.preset, data.vocab_size, attn_implementation="sdpa", seed=0).to(device)
         plain = build_model(args.preset, data.vocab_size, attn_implementation=args.plain_attn).to(device)
-        plain.load_state_dict(ours.state_dict())
-        ours.train(), plain.train()
-        opt_ours = make_optimizer(ours, cfg, device.type)
+        plain.load_state_dict(fp32.state_dict())
+        precision, why = choose_precision(args.precision, device, fp32.config.hidden_size)
+        same = precision == "fp32" and not args.compile  # the best path is fp32 eager itself
+        best = fp32
+        if not same:
+            best = build_model(args.preset, data.vocab_size, attn_implementation="sdpa").to(device)
+            best.load_state_dict(fp32.state_dict())
+        models = {"fp32": fp32, "plain": plain, **({} if same else {"best": best})}
+        for m in models.values():
+            m.train()
+        opts = {"fp32": make_optimizer(fp32, cfg, device.type)}
+        if not same:
+            opts["best"] = make_optimizer(best, cfg, device.type)
         kw = {"unfused": {"foreach": False, "fused": False}, "foreach": {"foreach": True},
               "fused": {"fused": True}}[args.plain_optim]
-        opt_plain = torch.optim.AdamW(plain.parameters(), lr=cfg.lr, weight_decay=0.0, **kw)
-        run_ours = torch.compile(ours) if args.compile else ours
-        amp = autocast_for(device)
+        opts["plain"] = torch.optim.AdamW(plain.parameters(), lr=cfg.lr, weight_decay=0.0, **kw)
+        run_best = torch.compile(best) if args.compile else best
+        amps = {"fp32": autocast_for(device, "fp32"), "best": autocast_for(device, precision)}
 
-        def step_ours(b, n_tok):
-            x, y, _ = b
-            (summed_loss(run_ours, x, y, amp) / n_tok).backward()
-            torch.nn.utils.clip_grad_norm_(ours.parameters(), cfg.grad_clip)
-            opt_ours.step()
-            opt_ours.zero_grad(set_to_none=True)
+        def ours_step(name: str, model, run):
+            def step(b, n_tok):
+                x, y, _ = b
+                (summed_loss(run, x, y, amps[name]) / n_tok).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opts[name].step()
+                opts[name].zero_grad(set_to_none=True)
+            return step
 
         def step_plain(b, n_tok):
             x, _, labels = b
             plain(input_ids=x, labels=labels).loss.backward()
             torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
-            opt_plain.step()
-            opt_plain.zero_grad(set_to_none=True)
+            opts["plain"].step()
+            opts["plain"].zero_grad(set_to_none=True)
+
+        steps = {"fp32": ours_step("fp32", fp32, fp32), "plain": step_plain}
+        if not same:
+            steps["best"] = ours_step("best", best, run_best)
 
         def sync():
             if device.type == "cuda":
@@ -188,29 +213,48 @@ def main(argv: list[str] | None = None) -> int:
             sync()
             return sum(real_tokens[args.warmup_steps:]) / (time.perf_counter() - t)
 
-        n_params = count_parameters(ours)
-        cfg_m = ours.config
+        n_params = count_parameters(fp32)
+        cfg_m = fp32.config
         flops_per_token = 6 * n_params + 12 * cfg_m.num_hidden_layers * cfg_m.hidden_size * mean_len
         peak, peak_src = device_peak_flops(device, args.peak_tflops)
         print(f"bench_train: preset {args.preset} ({n_params / 1e6:.2f}M parameters, vocab {data.vocab_size}), "
               f"batch {args.batch_size} x seq {args.seq_len} (mean padded {mean_len:.0f}), {device.type}"
               f"{'' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'}, "
               f"{args.rounds} rounds x {args.steps} steps; peak {peak / 1e12:.2f} TFLOP/s ({peak_src})")
-        results = {"ours": [], "plain": []}
+        print(f"best path: {precision}{', compiled' if args.compile else ''} ({why})", flush=True)
+        compile_s = None
+        if args.compile:  # the first call compiles: timed apart, then the rounds run warm
+            t = time.perf_counter()
+            steps["best"](batches[0], real_tokens[0])
+            sync()
+            compile_s = time.perf_counter() - t
+        results = {name: [] for name in steps}
+        names = list(steps)
         for r in range(args.rounds):
-            order = (("ours", step_ours), ("plain", step_plain)) if r % 2 == 0 else \
-                (("plain", step_plain), ("ours", step_ours))
-            for name, fn in order:
-                results[name].append(round_(fn))
+            for name in (names if r % 2 == 0 else names[::-1]):
+                results[name].append(round_(steps[name]))
         med = {k: statistics.median(v) for k, v in results.items()}
-        for name, desc in (("plain", f"fp32, {args.plain_attn} attention, {args.plain_optim} AdamW"),
-                           ("ours", "SDPA, " + ("bf16 autocast" if device.type == "cuda" else "fp32")
-                            + f", {'fused' if opt_ours.defaults.get('fused') else 'foreach'} AdamW"
-                            + (", compiled" if args.compile else ""))):
+        opt_kind = "fused" if opts["fp32"].defaults.get("fused") else "foreach"
+        descs = {"plain": f"HF LlamaForCausalLM, fp32, {args.plain_attn} attention, {args.plain_optim} AdamW",
+                 "fp32": f"melodia train's step, SDPA, fp32 eager, {opt_kind} AdamW",
+                 "best": f"melodia train's step, SDPA, {precision}"
+                         + (" autocast (fp32 master weights)" if precision == "bf16" else "")
+                         + f", {opt_kind} AdamW" + (", compiled" if args.compile else "")}
+        for name in ("plain", "fp32", "best"):
+            if name not in med:
+                print(f"{name:>5}: = fp32 (the probe keeps fp32 on this CPU: {why})")
+                continue
             mfu = f"{med[name] * flops_per_token / peak:.1%}" if peak else "n/a"
-            print(f"{name:>5}: {med[name]:12,.0f} tokens/s  MFU {mfu:>6}  ({desc}; rounds: "
+            print(f"{name:>5}: {med[name]:12,.0f} tokens/s  MFU {mfu:>6}  ({descs[name]}; rounds: "
                   f"{', '.join(f'{v:,.0f}' for v in results[name])})")
-        print(f"ratio ours/plain: {med['ours'] / med['plain']:.2f}x")
+        b = med.get("best", med["fp32"])
+        if compile_s is not None:
+            tok_step = statistics.mean(real_tokens)
+            gain = tok_step / med["fp32"] - tok_step / b  # seconds saved per step
+            pays = f"pays for itself after {compile_s / gain:,.0f} steps" if gain > 0 else "never pays for itself"
+            print(f"compile: first step {compile_s:.1f} s; {pays} (vs fp32 eager)")
+        print(f"ratio best/fp32: {b / med['fp32']:.2f}x; fp32/plain: {med['fp32'] / med['plain']:.2f}x")
+        print(f"ratio ours/plain: {b / med['plain']:.2f}x")
     return 0
 
 

@@ -33,6 +33,9 @@ Stages (``--stages``, default all, in this order; each reads what the one before
 * ``metre``    — 16 samples × 4 moods × 16 bars against 64 real 16-bar POP909 excerpts cut at
                  downbeats: onsets on a sixteenth and on a beat, bar-to-bar rhythm repetition,
                  bass on the downbeat, beats holding a chord, chord-tone share (for the card)
+* ``realism``  — 16 samples × 4 moods × 16 bars as ``Composer.generate`` writes them against
+                 excerpts of the held-out POP909 songs: a classifier's ROC-AUC, its controls and
+                 the copy check against the train split (``melodia.evaluate.realism``; for the card)
 * ``controls`` — the controls a user asks for (``scripts/measure_controls.py``): chord-tone
                  share with chords asked for, form repeats, infill, velocity per mood (for the card)
 * ``export``   — weights in bfloat16, tokenizer.json, melodia.json and MODEL_CARD.md into
@@ -62,8 +65,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-STAGES = ("corpus", "tokenize", "pretrain", "normalise", "train", "baseline", "compare", "moods", "metre", "controls",
-          "export")
+STAGES = ("corpus", "tokenize", "pretrain", "normalise", "train", "baseline", "compare", "moods", "metre", "realism",
+          "controls", "export")
 DEFAULT_OUT = ROOT / "melodia" / "weights" / "default"
 STEPS = 750
 
@@ -278,6 +281,27 @@ def stage_metre(a) -> None:
     print(f"mood agreement on these samples: {res['mood_agreement']}")
 
 
+def stage_realism(a) -> None:
+    """Can a classifier tell 16 samples × 4 moods × 16 bars from held-out POP909 excerpts?"""
+    import torch
+
+    from melodia import Composer
+    from melodia.evaluate.realism import realism_report
+    from melodia.evaluate.report import jsonable, realism_markdown
+    from melodia.music.moods import CANONICAL_MOODS
+
+    torch.set_num_threads(a.threads)
+    composer = Composer.load(a.metre_model or a.work / "run" / "model")
+    t0 = time.time()
+    scores = [p.to_score() for k, mood in enumerate(CANONICAL_MOODS)
+              for p in composer.generate(mood=mood, bars=16, n=16, seed=a.seed + 100 + k)]
+    _stamp(f"realism: {len(scores)} pieces generated in {time.time() - t0:.0f} s")
+    res = realism_report(scores, a.work / "C", 16, seed=a.seed, sources=[a.pop909], say=_stamp)
+    res["seconds"] = round(time.time() - t0, 1)
+    (a.work / "realism.json").write_text(json.dumps(jsonable(res), indent=1))
+    print(realism_markdown(jsonable(res)))
+
+
 def metre_table_md(res: dict) -> str:
     names = {"grid16": "onsets on a sixteenth", "on_beat": "onsets on a beat",
              "rhythm_repetition": "rhythm repetition (consecutive bars)", "bass_downbeat": "bass on the downbeat",
@@ -336,6 +360,7 @@ def stage_export(a) -> None:
     val10, _ = _final_val(a.work / "run_tenth") if (a.work / "run_tenth").exists() else (None, {})
     moods = json.loads((a.work / "moods.json").read_text()) if (a.work / "moods.json").exists() else None
     metre = json.loads((a.work / "metre.json").read_text()) if (a.work / "metre.json").exists() else None
+    realism = json.loads((a.work / "realism.json").read_text()) if (a.work / "realism.json").exists() else None
     compare = json.loads((a.work / "compare.json").read_text()) if (a.work / "compare.json").exists() else None
     history = None
     if a.init:  # the model this run started from: its own training, from its melodia.json
@@ -365,7 +390,7 @@ def stage_export(a) -> None:
         "trained": last, "pretrained": {**last0, "val_loss": val0} if last0 else None,
         "tempo_unknown": unknown,
         "hardware": a.hardware or f"{platform.processor() or platform.machine()}, CPU",
-        "metre": metre, "preset_comparison": compare, "started_from": history,
+        "metre": metre, "realism": realism, "preset_comparison": compare, "started_from": history,
     }
     if history:
         meta["default_model"]["pretrained"] = None
@@ -423,6 +448,11 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
                   f" {val10:.3f} nats/token" if val10 is not None else "")
     metre = meta["default_model"].get("metre")
     metre_md = metre_table_md(metre) if metre else "_Not measured._"
+    realism = meta["default_model"].get("realism")
+    if realism:
+        from melodia.evaluate.report import realism_markdown
+    realism_md = realism_markdown(realism).replace("## Realism", "## Realism (measured by the script)") \
+        if realism else "## Realism\n\n_Not measured._"
     controls = json.loads((a.work / "controls.json").read_text()) if (a.work / "controls.json").exists() else None
     if controls:
         sys.path.insert(0, str(ROOT / "scripts"))
@@ -489,6 +519,8 @@ tokens; the excerpts' annotated chords); melody = program 0, accompaniment = pro
 
 {metre_md}
 {agree_md}
+
+{realism_md}
 
 ## Mood control (measured by the script)
 

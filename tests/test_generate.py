@@ -580,12 +580,12 @@ def test_key_normalised_model_reads_c_and_the_notes_land_in_the_key(tok, trained
 def test_key_normalised_continuation_moves_the_prompt_to_c_and_back(tok, trained):
     from dataclasses import replace
 
-    from melodia.music.keys import estimate_key, key_in_c, tonic_shift
+    from melodia.music.keys import estimate_clip_key, key_in_c, tonic_shift
     from melodia.tokenizer import transpose_score
 
     ntok = replace(tok, key_normalised=True)
     prompt = made_up_piece(4, 4, 4, bars=4)  # natural minor on E
-    key = estimate_key(prompt).name
+    key = estimate_clip_key(prompt).name  # the key continue_from reads a clip in
     shift = tonic_shift(key)
     assert shift != 0
     cfg = GenerationConfig(n=2, seed=9, mood="tense")

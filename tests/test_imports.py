@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parent.parent / "melodia"
 
 #: third-party libraries that cost a second or more to import, or are needed by one command only
 HEAVY = {"torch", "transformers", "music21", "matplotlib", "miditok", "symusic", "pretty_midi", "peft",
-         "safetensors", "midirenderer", "scipy", "sklearn",
+         "safetensors", "midirenderer", "scipy", "sklearn", "threadpoolctl",
          "numpy",  # render.py keeps `import melodia.render` numpy-free (tests/test_render.py)
          "importlib"}  # cli's `info` reads package metadata: ~25 ms the other commands need not pay
 #: melodia modules that import torch at their top, so they are imported lazily like torch
@@ -31,7 +31,7 @@ LAYERS = [
     {"errors", "version", "fileio", "values"},
     {"music", "midifile", "fuzz"},
     {"model", "tokenizer", "chordtokens", "shards", "render", "corpus", "sources", "pop909", "prepare",
-     "abc", "music21_source", "labels"},
+     "abc", "music21_source", "labels", "sections"},
     {"generate", "piece"},
     {"evaluate", "train"},
     {"api"},

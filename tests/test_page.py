@@ -188,3 +188,15 @@ def test_compose_in_the_browser(page_server, browser, tmp_path):
     err = _wait(browser, lambda b: b.find_element(By.ID, "error").text, 60, "the error message")
     assert "Xq7" in err and "{" not in err
     assert len(browser.find_elements(By.CSS_SELECTOR, ".piece")) == 4
+
+
+def test_mood_buttons_speak_a_musicians_words():
+    """Issue 22: the fifth mood button read "plane"; a musician would not guess valence/arousal.
+    Every mood button's visible label is a word a musician reads, and the sliders say what they move."""
+    import re
+
+    html = (ROOT / "melodia" / "web" / "index.html").read_text()
+    labels = re.findall(r'<label class="[^"]*" for="mood-[^"]*"[^>]*>([^<]*)</label>', html)
+    assert labels == ["happy", "tense", "sad", "calm", "custom…"]
+    assert "plane" not in html
+    assert "Brightness" in html and "Energy" in html

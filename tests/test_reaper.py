@@ -260,7 +260,7 @@ def test_main_inserts_what_the_server_composed(server):
     import urllib.request
 
     mod = load_script()
-    fake = FakeReaper(bpm=100.0, meter=(3, 4), cursor_s=3.0, answers="calm,4,F major,7,,," + server.url)
+    fake = FakeReaper(bpm=100.0, meter=(3, 4), cursor_s=3.0, answers="calm,4,F major,7,,," + server.url + ",")
     mod.main(api=fake)
     assert not fake.messages, fake.messages
     (item,) = fake.items

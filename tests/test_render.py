@@ -222,8 +222,8 @@ def test_png_piano_roll_has_expected_size_and_content(tmp_path):
     assert img.shape[:2] == (600, 1600)
     rgb = img[..., :3]
     assert np.mean(np.any(rgb < 0.9, axis=-1)) > 0.02  # not blank
-    # both track colours (tab:blue, tab:orange) are drawn
-    for name in ("tab:blue", "tab:orange"):
+    # both parts' colours (by program: piano 0, bass 33) are drawn
+    for name in (render.part_colour(0), render.part_colour(33)):
         want = np.array(mcolors.to_rgb(name))
         assert np.sum(np.all(np.abs(rgb - want) < 0.12, axis=-1)) > 200, name
 
@@ -433,3 +433,31 @@ def test_midi_and_wav_do_not_import_music21(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False" and (tmp_path / "x.wav").stat().st_size > 1000
+
+
+def test_piano_roll_colours_follow_the_instrument_not_the_track_order():
+    """Issue 22: colours followed track order, so the same part changed colour between pictures.
+    Draw the same two parts in both orders: each part's legend colour is the same both times."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def legend(programs):
+        score = symusic.Score(480)
+        for prog in programs:
+            t = symusic.Track(program=prog, name=f"p{prog}")
+            t.notes.append(symusic.Note(0, 480, 60 + prog % 12, 90))
+            score.tracks.append(t)
+        fig, ax = plt.subplots()
+        try:
+            handles = render._draw_notes(ax, list(score.tracks), [t.notes.numpy() for t in score.tracks],
+                                         np.array([0.0, 1920.0]))
+            return {h.get_label(): h.get_facecolor() for h in handles}
+        finally:
+            plt.close(fig)
+
+    a, b = legend([0, 33, 48]), legend([48, 0, 33])
+    assert a == b
+    assert len(set(a.values())) == 3
+    assert render.part_colour(0, nth=1) != render.part_colour(0)  # POP909's three program-0 tracks differ

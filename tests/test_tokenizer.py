@@ -31,9 +31,13 @@ def test_shards_layout_and_controls(small_shards):
         # the model reads the key's mode on C (pieces are written with their tonic on C)
         key = "any" if c["key_any"] else tok.key_for_model(c["key"])
         assert ids[1] == index["mood_ids"][c["mood"]] and ids[2] == index["key_ids"][key]
-        # mood/key controls only at the front, chord tokens inside: BPE never produced or merged them
-        chords = set(index["chord_ids"].values())
-        inner = [int(i) for i in ids[3:] if i >= tok.base_size]
+        # a style (POP909: pop) right after the key; the user's folder here has none
+        has_style = c["style"] is not None
+        assert (ids[3] == index["style_ids"][c["style"]]) if has_style else ids[3] not in index["style_ids"].values()
+        # mood/key controls only at the front, chord (and POP909's section) tokens inside: BPE
+        # never produced or merged them
+        chords = set(index["chord_ids"].values()) | set(index["section_ids"].values())
+        inner = [int(i) for i in ids[3 + has_style:] if i >= tok.base_size]
         assert inner and set(inner) <= chords
         n += 1
     assert n == len(index["chunks"]) and index["splits"]["train"]["tokens"] > 0

@@ -11,6 +11,9 @@ and the definitions of the metrics, are in ``docs/evaluation.md``; an example re
 * :mod:`.checks` — mood control and validity of generated sequences;
 * :mod:`.likelihood` — nats per token and bits per note on held-out pieces;
 * :mod:`.real` — held-out pieces and bar-aligned excerpts of them;
+* :mod:`.realism` — a classifier's two-sample test of generated against real pieces, with its
+  controls; :mod:`.copycheck` — verbatim 4-bar windows of the training pieces; :mod:`.parts` —
+  which notes are the melody (``melodia evaluate --realism``; needs scikit-learn);
 * :mod:`.figures`, :mod:`.report` — the pictures, report.md and report.json;
 * :mod:`.run` — :func:`evaluate`, the whole run, and the ``melodia evaluate`` command.
 

@@ -26,7 +26,7 @@ __all__ = ["likelihood", "likelihood_windows"]
 
 
 def _prefix_for(tok: "MelodiaTokenizer", row: Mapping[str, Any]) -> list[int]:
-    """The control prefix of a corpus row, with moods/tags the tokenizer lacks left out."""
+    """The control prefix of a corpus row (its style too), with moods/tags/styles the tokenizer lacks left out."""
     try:
         mood_id = tok.mood_id(str(row.get("mood") or "any"))
     except MelodiaError:
@@ -41,7 +41,8 @@ def _prefix_for(tok: "MelodiaTokenizer", row: Mapping[str, Any]) -> list[int]:
             tags.append(tok.tag_id(t))
         except MelodiaError:
             pass
-    return [BOS_ID, mood_id, key_id] + tags
+    style = tok.style_ids(row["style"]) if row.get("style") in tok.styles else []  # as tokenize_corpus wrote it
+    return [BOS_ID, mood_id, key_id] + style + tags
 
 
 def _model_shift(tok: "MelodiaTokenizer", row: Mapping[str, Any]) -> int:

@@ -49,9 +49,17 @@ def excerpt(score: "symusic.Score", start_bar: int, bars: int) -> "symusic.Score
     if not 0 <= start_bar < len(bounds) - 1 or bars < 1:
         raise BadInputError(f"excerpt: bars {start_bar}..{start_bar + bars - 1} are outside the "
                             f"score's {count(len(bounds) - 1, 'bar')}")
+    import symusic  # heavy: loaded on first use
+
     start = int(bounds[start_bar])
     stop = int(bounds[min(start_bar + bars, len(bounds) - 1)])
-    return score.clip(start, stop, clip_end=True).shift_time(-start)
+    # symusic's clip_end=True drops a note held past the window's end: keep it, cut there
+    out = score.clip(start, stop, clip_end=False).shift_time(-start)
+    for track in out.tracks:
+        a = track.notes.numpy()
+        track.notes = symusic.Note.from_numpy(a["time"], np.minimum(a["duration"], stop - start - a["time"]),
+                                              a["pitch"], a["velocity"], "tick")
+    return out
 
 
 def load_piece(corpus: Path, row: Mapping[str, Any]) -> "symusic.Score":

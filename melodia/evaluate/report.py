@@ -22,7 +22,7 @@ from .metrics import FEATURES, SCALAR_FEATURES
 if TYPE_CHECKING:
     import symusic
 
-__all__ = ["jsonable", "markdown", "percent", "write_report", "write_texts"]
+__all__ = ["jsonable", "markdown", "percent", "realism_markdown", "write_report", "write_texts"]
 
 #: the metre table's rows: figure -> label
 _METRE_LABELS = {"grid16": "onsets on a sixteenth", "on_beat": "onsets on a beat",
@@ -53,8 +53,8 @@ def percent(x: Any) -> str:
 def markdown(result: Mapping[str, Any]) -> str:
     """report.md's text for a result that names its figures. Example: ``markdown(result)[:2] == "# "``."""
     lines = (_head(result) + _likelihood_section(result) + _validity_section(result)
-             + _real_vs_generated_section(result) + _metre_section(result) + _mood_section(result)
-             + _samples_section(result))
+             + _real_vs_generated_section(result) + _metre_section(result) + _realism_section(result)
+             + _mood_section(result) + _samples_section(result))
     return "\n".join(lines) + "\n"
 
 
@@ -143,6 +143,78 @@ def _metre_section(result: Mapping[str, Any]) -> list[str]:
         cells = [me["real"][k]["mean"], me["generated"][k]["mean"]] + [me["by_mood"][m][k]["mean"] for m in moods_]
         lines.append(f"| {label} | " + " | ".join(_fmt(c) for c in cells) + " |")
     lines.append("")
+    return lines
+
+
+def _auc_cell(res: Mapping[str, Any] | None, name: str) -> str:
+    c = (res or {}).get(name) or {}
+    return f"{_fmt(c.get('mean'), 2)} ± {_fmt(c.get('sd'), 2)}" if c else "–"
+
+
+def realism_markdown(realism: Mapping[str, Any]) -> str:
+    """The report's realism section (heading, AUC table, feature groups, give-aways, copy check)
+    for :func:`melodia.evaluate.realism.realism_report`'s result; the model card prints it too.
+
+    Example: ``print(realism_markdown(realism_report(scores, Path("C"), 16)))``
+    """
+    return "\n".join(_realism_section({"realism": realism}))
+
+
+def _realism_section(result: Mapping[str, Any]) -> list[str]:
+    r = result.get("realism")
+    if not r:
+        return []
+    t, ctl = r["test"], r["controls"]
+    rr, co = ctl.get("real_vs_real") or {}, ctl.get("corpus") or {}
+    lines = ["## Realism", "",
+             f"Can a classifier tell the generations from real music? {r['generated']['n']} generations "
+             f"(the per-mood sets, finished with their mood's dynamics) against {r['real']['excerpts']} "
+             f"{r['bars']}-bar excerpts of {_plural(r['real']['songs'], 'held-out song')} ({r['real']['label']}, "
+             f"up to {r['real']['per_song']} per song, cut at bar lines), {r['features']} features per piece "
+             "(rhythm, repetition, melody, harmony, bass, texture, dynamics; chords recognised from the notes "
+             f"on both sides). ROC-AUC on held-out folds ({t['folds']} folds grouped by song × {t['repeats']} "
+             "shuffles, mean ± sd over folds): 0.5 = indistinguishable, 1.0 = every generation given away. "
+             "The verdict is the higher of the two classifiers.", "",
+             "| comparison | logistic | boosting | verdict |", "|---|---|---|---|",
+             f"| **generated vs real** | {_auc_cell(t, 'logistic')} | {_auc_cell(t, 'boosting')} | "
+             f"**{_fmt(t.get('auc'), 2)}** |",
+             f"| control: real vs real (held-out songs split in two halves by song; should be ≤ 0.60) | "
+             f"{_auc_cell(rr, 'logistic')} | {_auc_cell(rr, 'boosting')} | {_fmt(rr.get('auc'), 2)} |",
+             f"| control: corpus pieces vs their raw source files (what the corpus preparation changes) | "
+             f"{_auc_cell(co, 'logistic')} | {_auc_cell(co, 'boosting')} | "
+             f"{_fmt(co.get('auc'), 2) if co.get('auc') is not None else co.get('reason', '–')} |", ""]
+    groups = r.get("by_group") or {}
+    if groups:
+        lines += ["Each feature group alone (logistic regression): "
+                  + ", ".join(f"{g} {_fmt(v, 2)}" for g, v in groups.items()) + ".", ""]
+    lines += ["What gives the generations away most (each feature alone as a score: its AUC, above 0.5 "
+              "when the generations run higher):", "",
+              "| feature | group | AUC alone | real mean | generated mean |", "|---|---|---|---|---|"]
+    lines += [f"| {f['feature']} | {f['group']} | {_fmt(f['auc'], 2)} | {_fmt(f['mean_a'])} | {_fmt(f['mean_b'])} |"
+              for f in t.get("top_features") or []]
+    lines.append("")
+    cp = r.get("copy")
+    if cp:
+        ref = cp.get("real_reference") or {}
+        lines += [f"Copy check: {cp['window_bars']}-bar windows (onset and pitch of every note from the window's "
+                  "first bar line, pitches relative to its lowest note, so a transposed copy counts; windows of "
+                  f"fewer than {cp['min_notes']} notes not counted) looked up among the windows of "
+                  f"{_plural(cp['training_pieces'], 'training piece')} ("
+                  + ", ".join(f"{k or '?'} {v}" for k, v in cp["training_sources"].items())
+                  + "); the held-out real excerpts are the reference.", "",
+                  "| part | windows | copied | share | pieces with a copy | longest verbatim run | real excerpts' share |",
+                  "|---|---|---|---|---|---|---|"]
+        for part in ("all", "melody"):
+            c = cp[part]
+            lines.append(f"| {'every note' if part == 'all' else 'melody'} | {c['windows']} | {c['copied']} | "
+                         f"{percent(c['copied_share'])} | {c['pieces_with_copy']} | "
+                         f"{_plural(c['longest_run_bars'], 'bar')} | {percent((ref.get(part) or {}).get('copied_share'))} |")
+        held = (ref.get("all") or {}).get("copied_pieces") or []
+        if held:
+            lines += ["", "Held-out excerpts with a window found in the train split (the same music under two "
+                      "songs' names, or a stock figure): "
+                      + ", ".join(f"{h['song']} from bar {h['start_bar'] + 1}" for h in held) + "."]
+        lines.append("")
     return lines
 
 

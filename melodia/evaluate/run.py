@@ -1,7 +1,8 @@
 """The whole evaluation of a model, and the ``melodia evaluate`` command.
 
 :func:`evaluate` measures the likelihood on held-out pieces, compares real excerpts with
-unconditional generations, checks mood control, metre and validity, and writes the report.
+unconditional generations, checks mood control, metre and validity (and with ``realism`` runs
+the classifier test and the copy check of :mod:`.realism`), and writes the report.
 What each part measures is described in ``docs/evaluation.md``.
 
 Example: ``evaluate("runs/small/model", "C", n=64, out_dir="eval")["validity"]["valid_share"]``
@@ -22,6 +23,7 @@ from ..corpus import load_manifest
 from ..errors import BadInputError, BadMidiError, MelodiaError
 from ..fileio import check_out_dir
 from ..generate import MAX_N, GenerationConfig, Generator
+from ..generate.arrange import dynamics_level, finish_piece
 from ..model import DEFAULT_MODEL_DIR, load_model_dir
 from ..music.mood_estimator import MoodEstimator
 from ..music.moods import CANONICAL_MOODS
@@ -33,6 +35,7 @@ from .likelihood import likelihood
 from .metre import metre_harmony, metre_summary
 from .metrics import SCALAR_FEATURES, piece_features
 from .real import corpus_from_meta, held_out, load_piece, real_excerpts
+from .realism import realism_report, require_sklearn
 from .report import jsonable, percent, write_report, write_texts
 from .stats import compare_sets
 
@@ -207,6 +210,16 @@ def _metre_part(tok: MelodiaTokenizer, sets: dict[str, list[list[int]]],
             "chords_from": "chord tokens" if tok.has_chords else "recognised from the notes"}
 
 
+def _finished(scores: dict[str, list["symusic.Score | None"]], bars: int) -> list["symusic.Score"]:
+    """The per-mood generations finished as :meth:`melodia.Composer.generate` finishes a plain
+    mood request (``finish_piece``: the mood's dynamics), as a user would get them."""
+    out = []
+    for m in CANONICAL_MOODS:
+        cfg, level = GenerationConfig(bars=bars, mood=m), dynamics_level("mood", m, None)
+        out += [finish_piece(s.copy(), cfg, level) for s in scores[m] if s is not None]
+    return out
+
+
 def _samples(analysis: dict[str, Any], per_mood: int) -> dict[str, list[tuple["symusic.Score", str]]]:
     """Up to ``per_mood`` decoded generations per canonical mood, with their estimated mood."""
     scores, requested, estimates = analysis["scores"], analysis["requested"], analysis["estimates"]
@@ -222,7 +235,7 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
              n: int = 64, seed: int = 0, out_dir: str | os.PathLike = "eval", bars: int = 8,
              max_tokens: int | None = 50_000, samples_per_mood: int = 4,
              guidance: float | None = None, generate_fn: GenerateFn | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, realism: bool = False) -> dict[str, Any]:
     """Run the whole evaluation and write the report; returns what report.json holds.
 
     ``model_dir`` defaults to the shipped model, ``corpus_dir`` to the corpus the model's
@@ -231,11 +244,16 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
     ``max_tokens`` caps the predicted tokens of the likelihood pass (None: the whole split).
     ``guidance`` is the classifier-free guidance scale (None: the generator's default).
     ``generate_fn(mood, n, seed, bars) -> token id lists`` replaces melodia.generate (tests).
+    ``realism`` adds :func:`melodia.evaluate.realism.realism_report` on the ``4 n`` per-mood
+    generations (finished with their mood's dynamics) against held-out excerpts of the same
+    bar count: the classifier test, its controls and the copy check (``result["realism"]``).
 
     Example: ``evaluate("runs/small/model", "C", n=64, out_dir="eval")["validity"]["valid_share"]``
     """
     t0 = time.perf_counter()
     out = _check_arguments(n, bars, max_tokens, out_dir)
+    if realism:
+        require_sklearn()
     model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     model, meta = load_model_dir(model_dir, dtype="float32")  # exact losses; fast on CPU
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
@@ -280,6 +298,11 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
         "mood_control": a["mood_control"],
         "metre": a["metre"],
     }
+    if realism:
+        t = time.perf_counter()
+        result["realism"] = realism_report(_finished(a["scores"], bars), corpus, bars, seed=seed,
+                                           say=lambda text: _say(progress, text))
+        timings["realism"] = time.perf_counter() - t
     t = time.perf_counter()
     _say(progress, f"writing the report to {out}")
     write_report(result, out, a["real_features"], a["generated_features"], _samples(a, samples_per_mood))
@@ -308,6 +331,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance scale for the generations "
                              "(default: the generator's)")
+    parser.add_argument("--realism", action="store_true",
+                        help="also run the realism check: a classifier told to find the per-mood "
+                             "generations among held-out real excerpts (ROC-AUC, controls, the "
+                             "features that give them away) and the copy check against the train "
+                             "split (needs scikit-learn: pip install 'melodia[eval]'; use --bars 16)")
     parser.add_argument("--out", required=True, help="report folder to write")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
@@ -318,11 +346,14 @@ def cli_evaluate(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     r = evaluate(args.model, args.corpus, n=args.n, seed=args.seed, out_dir=args.out,
                  bars=args.bars, max_tokens=args.max_tokens or None, guidance=args.guidance,
-                 progress=not args.quiet)
+                 progress=not args.quiet, realism=args.realism)
     lk, v, m = r["likelihood"], r["validity"], r["mood_control"]
     nats = lk.get("nats_per_token")
     print(f"{args.out}/report.md: "
           + (f"{nats:.3f} nats/token, {lk['bits_per_note']:.2f} bits/note; " if nats is not None else "")
           + f"valid {percent(v['valid_share'])}, exact bars {percent(v['exact_bars_share'])}; "
-          f"mood accuracy {percent(m['quadrant_accuracy'])} ({r['seconds']:.0f} s)")
+          f"mood accuracy {percent(m['quadrant_accuracy'])}"
+          + (f"; realism AUC {r['realism']['test']['auc']:.2f} (real vs real "
+             f"{r['realism']['controls']['real_vs_real']['auc']:.2f})" if r.get("realism") else "")
+          + f" ({r['seconds']:.0f} s)")
     return 0

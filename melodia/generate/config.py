@@ -33,7 +33,9 @@ class GenerationConfig:
 
     * ``bars`` 1–64 (exactly that many bars come out); ``n`` 1–16 variations, one batch.
     * ``mood`` (name or alias) or ``valence`` and ``arousal`` in [-1, 1]; ``key`` ("F major",
-      "Am"); ``tags`` (user tags the model knows).
+      "Am"); ``tags`` (user tags the model knows); ``style`` (a style the model has a ``STYLE_``
+      token for: "pop", "folk", "chorale", "classical", a fine-tuning folder's own; None = the
+      model's default, "pop" where it knows it, else no style token).
     * ``tempo`` in quarter notes per minute (nearest tempo token; None lets the model choose);
       ``meter`` "4/4", "3/4", "6/8", ...; ``instruments``: names (see :data:`melodia.music.instruments.INSTRUMENTS`) or
       GM programs (0–127, -1 drums); None = the model's default set (melodia.json's
@@ -63,6 +65,7 @@ class GenerationConfig:
     meter: str = "4/4"
     instruments: Sequence[str | int] | None = None
     tags: Sequence[str] = ()
+    style: str | None = None
     n: int = 1
     seed: int | None = None
     temperature: float = 1.0
@@ -101,6 +104,8 @@ class GenerationConfig:
                                 f"{self.min_tokens()} for {count(self.bars, 'bar')}")
         if isinstance(self.tags, str):
             raise BadInputError(f"tags {self.tags!r}: give a list of tags")
+        if self.style is not None and (not isinstance(self.style, str) or not self.style.strip()):
+            raise BadInputError(f"style {self.style!r}: name a style, e.g. \"pop\" or \"folk\"")
         for name in ("in_key", "leading_tone"):
             if not is_bool(getattr(self, name)):
                 raise BadInputError(f"{name} {getattr(self, name)!r}: must be true or false")
@@ -204,7 +209,8 @@ def check_context_bars(context_bars: Any) -> None:
 class Request:
     """A request resolved once, at the top (:meth:`melodia.generate.Generator.resolve`): the
     mood's name, the key the music is in (given, from the chords, or the mood's default; None:
-    no key), the tags, and the tempo band the mood implies (None: any). Everything below the
+    no key), the tags, the style (the model's default when none was asked for; None: no style
+    token) and the tempo band the mood implies (None: any). Everything below the
     top reads these instead of resolving ``GenerationConfig`` again; ``progression`` is
     :meth:`GenerationConfig.progression`, parsed once.
 
@@ -216,6 +222,7 @@ class Request:
     tags: tuple[str, ...] = ()
     band: tuple[float, float] | None = None
     progression: tuple = ()
+    style: str | None = None
 
 
 def key_name(key: str | None) -> str | None:

@@ -181,6 +181,8 @@ class Grammar:
         self._cache: dict[tuple, "torch.Tensor"] = {}
         self._slow_cache: dict[tuple, "torch.Tensor"] = {}
         self._here_cache: dict[tuple, "torch.Tensor"] = {}
+        self._plan_cache: dict[tuple, "torch.Tensor"] = {}
+        self._plan_far = int(self.nbars.max(initial=0)) + 1  # a slot this many bars on: every id stays short of it
         self.eos_only = torch.zeros(vocab.size, dtype=torch.bool)
         self.eos_only[EOS_ID] = True
 
@@ -299,7 +301,7 @@ class Grammar:
             ends_pos[i] = seq[-1][0] == POS
             is_chord[i] = seq[0][0] == CHORD
         self.last_pos, self.ends_pos, self.is_chord = last_pos, ends_pos, is_chord
-        self._chord_ok: dict[int, "torch.Tensor"] = {}
+        self._chord_ok: dict[int | tuple, "torch.Tensor"] = {}  # per chord id; (id, "free"): with passing tones
         self._no_new_place = torch.from_numpy(np.array(
             [bool(seq) and all(t not in (BAR, POS, PROG) for t, _, _ in seq) for seq in seqs]))
 
@@ -439,10 +441,23 @@ class Grammar:
 
         Example: ``m = grammar.mask(st) & grammar.plan_mask(st)``
         """
-        import torch  # heavy: loaded on first use
-
         if not st.plan:
             return None
+        b, p, cid = st.plan[0]
+        # cached by what it depends on: the slot, the bars to it (all alike beyond what any id
+        # spans), the position when in its bar; as with :meth:`mask`, a shared tensor: do not modify it
+        key = (min(b - st.bar, self._plan_far), p, cid, st.plan[-1][2] < 0, st.pos if st.bar == b else None,
+               st.bar == b and st.pos == p and st.phase in (POS, TEMPO))
+        m = self._plan_cache.get(key)
+        if m is None:
+            if len(self._plan_cache) > 4096:
+                self._plan_cache.clear()
+            m = self._plan_cache[key] = self._plan_mask(st)
+        return m
+
+    def _plan_mask(self, st: State) -> "torch.Tensor":
+        import torch  # heavy: loaded on first use
+
         b, p, cid = st.plan[0]
         if cid < 0:  # every chord asked for is written: the model writes none of its own
             return torch.from_numpy(~self.is_chord)
@@ -482,7 +497,10 @@ class Grammar:
             ok = self._chord_ok[st.chord] = torch.from_numpy(ok)
         if free_program is not None and st.prog == free_program and st.phase == PROG \
                 and st.pos % self.vocab.pos_per_beat:
-            return ok | self._no_new_place
+            free = self._chord_ok.get((st.chord, "free"))
+            if free is None:
+                free = self._chord_ok[(st.chord, "free")] = ok | self._no_new_place
+            return free
         return ok
 
     def exclude(self, st: State, m: "torch.Tensor") -> None:

@@ -15,8 +15,9 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..midifile import load_score
-from ..music.keys import estimate_key
-from ..music.meter import bar_starts
+from ..music.keys import estimate_clip_key
+from ..music.meter import bar_starts, ticks_per_bar, time_signatures
+from ..music.metre_detect import declared_metre, metre_correction, set_metre
 from ..tokenizer import (
     chord_positions,
     encode_bars,
@@ -34,6 +35,25 @@ if TYPE_CHECKING:  # pragma: no cover
     import symusic
 
 
+def read_clip(score: Any, what: str = "the clip") -> tuple["symusic.Score", list[str]]:
+    """A clip loaded (:func:`melodia.midifile.load_score`) and read in the metre its notes
+    show: a declared 1/4 or 2/4 the notes clearly contradict
+    (:func:`melodia.music.metre_detect.metre_correction`) becomes their 3/4 or 4/4, the music
+    before the first bar line a short first bar (every note stays where it is). Returns the
+    score and the note that says so ([] when the declaration stands).
+
+    Example: ``score, notes = read_clip("pop909_001.mid")  # ['the clip declares 2/4 …']``
+    """
+    clip = load_score(score)
+    est = metre_correction(clip) if clip.note_num() else None
+    if est is None:
+        return clip, []
+    num, den = declared_metre(clip)
+    pickup = f", after a pickup bar of {est.phase}/{est.denominator}" if est.phase else ""
+    return set_metre(clip, est.numerator, est.denominator, pickup=est.phase), [
+        f"{what} declares {num}/{den} but its notes are in {est.name}: read as {est.name}{pickup}"]
+
+
 class PromptMixin:
     """Continuation (:meth:`continue_from`) and infilling (:meth:`infill`) for the Generator.
 
@@ -46,8 +66,10 @@ class PromptMixin:
         ``shift`` the semitones the key-normalised notes move back by, ``meter`` the prompt's
         last meter, ``bars`` one array of REMI base ids per bar of the prompt (chords inserted,
         trailing bars its last notes sound in added) and ``tempos[k]`` the Tempo id in force
-        when bar ``k`` starts (None before any)."""
-        orig = load_score(score)
+        when bar ``k`` starts (None before any). The clip is read by :func:`read_clip` (its
+        metre) and its key estimated by :func:`melodia.music.keys.estimate_clip_key`; what
+        they had to say is in ``self.notes``."""
+        orig, self.notes = read_clip(score)
         if orig.note_num() == 0:
             raise BadInputError(f"{what}: the clip has no notes")
         remi = self.tok.remi
@@ -67,7 +89,7 @@ class PromptMixin:
         if cfg.key is None:  # the prompt's own key, not the mood's default one
 
             try:
-                cfg = replace(cfg, key=estimate_key(orig).name)
+                cfg = replace(cfg, key=estimate_clip_key(orig).name)
             except BadInputError:  # a drums-only prompt has no key
                 pass
         # a key-normalised model reads the prompt with the key's tonic on C; its notes move back
@@ -155,6 +177,7 @@ class PromptMixin:
         ctx_ids = self._encode_context(all_bars[first:], tempos[first] if first > 0 else None)
         progs = self._prompt_programs(orig, cfg)
         req = self.resolve(cfg, mood)
+        self.notes += self.chord_notes(req, cfg)
         cond, uncond = self.controls(req)
         n_ctx = len(all_bars) - first
         g = self.grammar(meter, progs)
@@ -234,7 +257,10 @@ class PromptMixin:
         if last_bar > n_orig:
             raise BadInputError(f"infill: bars {first_bar}-{last_bar} reach past the clip's end (it has "
                                 f"{n_orig} bar{'s' if n_orig != 1 else ''})")
-        meter_sigs = {(t.numerator, t.denominator) for t in orig.time_signatures}
+        sigs = time_signatures(orig)
+        if len(sigs) > 1 and sigs[0][0] == 0 and sigs[1][0] == ticks_per_bar(*sigs[0][1:], orig.ticks_per_quarter):
+            sigs = sigs[1:]  # a pickup bar (read_clip writes one) is no change of meter
+        meter_sigs = {(num, den) for _, num, den in sigs}
         if len(meter_sigs) > 1:
             raise BadInputError("infill: the clip changes meter; melodia infills clips of one meter")
         s0, s1 = first_bar - 1, last_bar
@@ -242,6 +268,7 @@ class PromptMixin:
         before = self._encode_context(all_bars[pre0:s0], tempos[pre0] if pre0 > 0 else None)
         after = self._encode_context(all_bars[s1:s1 + context_bars], tempos[s1] if not before and s1 < len(tempos) else None)
         req = self.resolve(cfg, mood)
+        self.notes += self.chord_notes(req, cfg)
         cond, uncond = self.controls(req)
         ctx = self._fim_context(before, after)
         progs = self._prompt_programs(orig, cfg)

@@ -1,7 +1,7 @@
 """Sampling: :class:`Generator` turns a request into token ids, one grammar-masked step at a time.
 
-A request is resolved once (:meth:`Generator.resolve`: mood, key, tags, tempo band) and read
-from then on: the conditioning prefix (mood, key, tags), forced opening tokens (bar, meter,
+A request is resolved once (:meth:`Generator.resolve`: mood, key, tags, style, tempo band) and
+read from then on: the conditioning prefix (mood, key, style, tags), forced opening tokens (bar, meter,
 tempo), the chord or tonic plan, classifier-free guidance, temperature / top-k / top-p sampling
 with a seeded ``torch.Generator``, ``n`` variations as one batch. Continuing and infilling a
 clip are in :mod:`.prompt`; the lean forward pass is :class:`melodia.model.lean.LeanLlama`.
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, BadModelError
 from ..model.lean import LeanLlama
-from ..music.harmony import Chord, key_of_chords
+from ..music.harmony import QUALITIES, Chord, key_of_chords
 from ..music.instruments import DEFAULT_PROGRAMS, resolve_instruments
-from ..music.keys import KEY_NAMES, key_from_token_name, parse_key
+from ..music.keys import KEY_NAMES, key_from_token_name, parse_key, scale_of, scale_with_chord
 from ..music.meter import beats_per_bar, parse_meter
 from ..music.moods import mood_defaults, resolve_mood
 from ..tokenizer import EOS_ID
@@ -72,13 +72,21 @@ class Generator(PromptMixin):
         if tempo_unknown is not None and tempo_unknown not in self.vocab.tempos:
             raise BadModelError(f"tempo_unknown {tempo_unknown!r} is not a Tempo token of the model's vocabulary")
         self._grammars: dict[tuple, Grammar] = {}
-        self._in_key: dict[tuple[int, bool], Any] = {}
+        self._in_key: dict[tuple[int, bool, int | None], Any] = {}
+        self._combos: dict[tuple, tuple] = {}  # a step's row mask from its cached pieces (_step_mask)
+        #: notes about the last request, one line each (chords outside the key, a clip's metre
+        #: read anew): :class:`melodia.api.Composer` hands them on as ``Piece.warnings``
+        self.notes: list[str] = []
 
     # ------------------------------------------------------------------ helpers
-    def in_key_mask(self, key_id: int, leading_tone: bool = False) -> "torch.Tensor | None":
+    def in_key_mask(self, key_id: int, leading_tone: bool = False,
+                    chord_id: int | None = None) -> "torch.Tensor | None":
         """Ids whose pitches all lie in the scale of a KEY_ control (major: the seven diatonic
         pitch classes; minor: natural minor, the scale of the corpus's minor music, plus the
-        raised 7th with ``leading_tone``); None for ``KEY_any``.
+        raised 7th with ``leading_tone``); None for ``KEY_any``. With ``chord_id`` (a chord
+        asked for, in force): the scale as that chord alters it (``keys.scale_with_chord``: F
+        major in D major brings F and C in place of F♯ and C♯), the very same mask when the
+        chord lies inside the scale.
 
         Why minor leaves out the raised 7th: docs/evidence.md, "Natural minor".
 
@@ -86,18 +94,21 @@ class Generator(PromptMixin):
         """
         import torch  # heavy: loaded on first use
 
-        cached = (key_id, bool(leading_tone))
+        cached = (key_id, bool(leading_tone), chord_id)
         if cached in self._in_key:
             return self._in_key[cached]
         name = self.tok.id_to_token(key_id) if key_id >= self.tok.base_size else "KEY_any"
         key = key_from_token_name(name) if name.startswith("KEY_") else "any"
         mask = None
-        if key != "any":
-
-            idx = KEY_NAMES.index(key)
-            tonic, minor = idx % 12, idx >= 12
-            steps = ((0, 2, 3, 5, 7, 8, 10) + ((11,) if leading_tone else ())) if minor else (0, 2, 4, 5, 7, 9, 11)
-            scale = {(tonic + st) % 12 for st in steps}
+        chord = self.tok.chord_ids().get(chord_id) if chord_id is not None else None
+        if key != "any" and chord is not None:
+            scale = scale_with_chord(key, chord.root, QUALITIES[chord.quality], chord.bass, leading_tone)
+            if scale == scale_of(key, leading_tone):
+                chord = None  # inside the key: the key's own mask
+        if chord is None and chord_id is not None:
+            mask = self.in_key_mask(key_id, leading_tone)
+        elif key != "any":
+            scale = scale_of(key, leading_tone) if chord is None else scale
             mask = torch.ones(self.vocab.size, dtype=torch.bool)
             for i in range(4, self.tok.base_size):
                 for t in self.tok.base_tokens(i):
@@ -154,7 +165,8 @@ class Generator(PromptMixin):
     def resolve(self, cfg: GenerationConfig, mood: str | None = None) -> Request:
         """The request resolved once: its mood (``mood`` when the caller resolved it already, as
         :class:`melodia.api.Composer` does), key (given, from its chords, or the mood's default,
-        drawn by ``cfg.seed``), tags and tempo band. Everything after reads this, not ``cfg``.
+        drawn by ``cfg.seed``), tags, style (``tok.resolve_style``: the model's default when none
+        is asked for) and tempo band. Everything after reads this, not ``cfg``.
 
         Example: ``gen.resolve(GenerationConfig(mood="sad", seed=1)).key  # 'E minor'``
         """
@@ -172,27 +184,29 @@ class Generator(PromptMixin):
             key = cfg.key
         elif cfg.chords is not None:  # chords given and no key: the key follows from the chords
             key = key_of_chords([c for _, _, c in progression])
-        return Request(mood=mood, key=key, tags=tuple(cfg.tags), band=band, progression=progression)
+        return Request(mood=mood, key=key, tags=tuple(cfg.tags), band=band, progression=progression,
+                       style=self.tok.resolve_style(cfg.style))
 
     def controls(self, req: Request) -> tuple[list[int], list[int]]:
         """(conditional, unconditional) control prefixes of equal length: what the model reads.
         With a key-normalised tokenizer the key token is the key's mode on C (:meth:`shown_prefix`
-        names the key itself).
+        names the key itself). The unconditional prefix keeps the style and the tags: guidance
+        weighs the mood and key, the only controls training ever dropped to ``_any``.
 
         Example: ``cond, uncond = gen.controls(gen.resolve(GenerationConfig(mood="calm")))``
         """
-        cond = self.tok.controls_prefix(req.mood, self.tok.key_for_model(req.key), list(req.tags))
-        uncond = self.tok.controls_prefix("any", None, list(req.tags))
+        cond = self.tok.controls_prefix(req.mood, self.tok.key_for_model(req.key), list(req.tags), req.style)
+        uncond = self.tok.controls_prefix("any", None, list(req.tags), req.style)
         return cond, uncond
 
     def shown_prefix(self, cfg: GenerationConfig, req: Request | None = None) -> list[int]:
         """The control prefix :meth:`generate` puts before the new ids: the mood, the key the
-        piece is in (so ``tok.decode`` moves key-normalised notes there) and the tags.
+        piece is in (so ``tok.decode`` moves key-normalised notes there), the style and the tags.
 
         Example: ``gen.shown_prefix(GenerationConfig(mood="sad", key="E minor"))``
         """
         req = req if req is not None else self.resolve(cfg)
-        return self.tok.controls_prefix(req.mood, req.key, list(req.tags))
+        return self.tok.controls_prefix(req.mood, req.key, list(req.tags), req.style)
 
     # ------------------------------------------------------------------ public
     def generate(self, cfg: GenerationConfig | None = None, **overrides: Any) -> list[list[int]]:
@@ -212,6 +226,7 @@ class Generator(PromptMixin):
         Example: ``rows, key = gen.generate_keyed(GenerationConfig(mood="sad", seed=1))  # key 'E minor'``
         """
         g, cond, uncond, states, req = self._prepare(cfg, req)
+        self.notes = self.chord_notes(req, cfg)
         new = self._sample(g, cond, uncond, states, cfg)
         shown = self.shown_prefix(cfg, req)
         return [shown + row for row in new], key_name(req.key)
@@ -319,7 +334,7 @@ class Generator(PromptMixin):
             bar_or_end[EOS_ID] = True
         net = self.net
         length = min(max(64, net.window), len(cond) + (2 if book.copies else 1) * budget + 1)
-        n_ctrl = len(self.tok.controls_prefix("any", None, list(cfg.tags)))
+        n_ctrl = len(self.tok.controls_prefix("any", None, list(cfg.tags), self.tok.resolve_style(cfg.style)))
         if len(cond) >= length:  # a long prompt: keep the controls and its most recent part
             rows = _keep_recent(rows, n_ctrl, length)
         gen = torch.Generator()
@@ -338,12 +353,11 @@ class Generator(PromptMixin):
                 if guided:
                     lu = logits[n:]
                     logits = lu + scale * (logits[:n] - lu)
-                mask = self._step_mask(g, states, book, budget, bar_or_end, cfg.chord_tones)
-                logits = self._end_mass(logits, mask)
-                if in_key is not None:
-                    keyed = mask & in_key
-                    mask = torch.where(keyed.any(1, keepdim=True), keyed, mask)  # never leave a row empty
-                ids = sample_ids(logits, mask, cfg.temperature, cfg.top_k, cfg.top_p, gen)
+                mask, ends, n_legal = self._step_mask(g, states, book, budget, bar_or_end, cfg.chord_tones,
+                                                      in_key, cond[2], cfg.leading_tone)
+                if any(ends):
+                    logits = self._end_mass(logits, mask, ends)
+                ids = sample_ids(logits, mask, cfg.temperature, cfg.top_k, cfg.top_p, gen, n_legal=n_legal)
                 self._accept(g, states, ids, book)
                 if all(st.done for st in states) or (stop_after is not None and step + 1 >= stop_after):
                     break
@@ -362,38 +376,98 @@ class Generator(PromptMixin):
         return book.out
 
     def _step_mask(self, g: Grammar, states: list[State], book: "_Rows", budget: int,
-                   bar_or_end: "torch.Tensor | None", chord_tones: bool) -> "torch.Tensor":
+                   bar_or_end: "torch.Tensor | None", chord_tones: bool, in_key: "torch.Tensor | None" = None,
+                   key_id: int = -1, leading_tone: bool = False) -> "tuple[torch.Tensor, list[bool], int]":
         """The legal ids of this step, one row per sequence: the grammar's, kept to the chord
         plan and (chords asked for) the chords' tones where that leaves any, finishing when the
-        budget runs low; a row that is copying a section allows EOS only (its id is replaced)."""
+        budget runs low; a row that is copying a section allows EOS only (its id is replaced);
+        then kept to the key's scale (``in_key``, :meth:`_chord_scale`) where that leaves any.
+        Returns ``(mask [rows, vocab], whether EOS was legal before the scale, per row, the most
+        legal ids of a row)``.
+
+        Every piece of a row's mask is a shared, cached tensor (grammar masks per compact state,
+        plan, chord-tone and scale masks), so their combination is cached too, by the identity
+        of its pieces: a step at batch 1 then costs a few dictionary lookups, not a dozen
+        vocabulary-sized tensor operations (docs/benchmarks.md, "Sampling at batch 1")."""
         import torch  # heavy: loaded on first use
 
-        masks = []
+        rows = []
         for r, st in enumerate(states):
             if book.queue[r]:  # copying: whatever is drawn is replaced
-                masks.append(g.eos_only)
-                continue
-            left = budget - book.sampled[r]
-            finish = left <= g.finish_needed(st) + 2 * max(len(st.plan) - 1, 0)
-            m = g.mask(st, finish)
-            pm = g.plan_mask(st) if st.plan else None
-            if pm is not None and bool((m & pm).any()):
-                m = m & pm
-            if st.plan and st.plan[-1][2] < 0 and chord_tones:  # chords asked for: notes on their tones
-                cm = g.chord_tone_mask(st, free_program=min(g.programs) if len(g.programs) > 1 else None)
-                if cm is not None and bool((m & cm).any()):
-                    m = m & cm
-            if book.need_bar[r] and bool((m & bar_or_end).any()):
-                m = m & bar_or_end
-            masks.append(m)
-        return masks[0].unsqueeze(0) if len(masks) == 1 else torch.stack(masks)
+                m, pm, cm, need = g.eos_only, None, None, False
+            else:
+                left = budget - book.sampled[r]
+                finish = left <= g.finish_needed(st) + 2 * max(len(st.plan) - 1, 0)
+                m = g.mask(st, finish)
+                pm = g.plan_mask(st) if st.plan else None
+                cm = None
+                if st.plan and st.plan[-1][2] < 0 and chord_tones:  # chords asked for: notes on their tones
+                    cm = g.chord_tone_mask(st, free_program=min(g.programs) if len(g.programs) > 1 else None)
+                need = bool(book.need_bar[r])
+            km = None if in_key is None else self._chord_scale(in_key, key_id, leading_tone, st)
+            key = (id(m), id(pm), id(cm), need, id(km), id(bar_or_end))
+            hit = self._combos.get(key)
+            if hit is None:
+                if len(self._combos) > 20000:
+                    self._combos.clear()
+                hit = self._combos[key] = (*self._combine(m, pm, cm, bar_or_end if need else None, km),
+                                           (m, pm, cm, km, bar_or_end))  # the pieces stay alive: ids stay theirs
+            rows.append(hit)
+        if len(rows) == 1:
+            return rows[0][0], [rows[0][1]], rows[0][2]
+        return torch.cat([h[0] for h in rows]), [h[1] for h in rows], max(h[2] for h in rows)
 
-    def _end_mass(self, logits: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+    @staticmethod
+    def _combine(m: "torch.Tensor", pm: "torch.Tensor | None", cm: "torch.Tensor | None",
+                 bar_or_end: "torch.Tensor | None", km: "torch.Tensor | None") -> tuple:
+        """One row's mask from its pieces, each applied where it leaves some id legal:
+        ``(mask [1, vocab], EOS legal before the scale, legal ids)``."""
+        if pm is not None and bool((m & pm).any()):
+            m = m & pm
+        if cm is not None and bool((m & cm).any()):
+            m = m & cm
+        if bar_or_end is not None and bool((m & bar_or_end).any()):
+            m = m & bar_or_end
+        ends = bool(m[EOS_ID])
+        if km is not None:
+            keyed = m & km.view(-1)
+            if bool(keyed.any()):  # never leave a row empty
+                m = keyed
+        m = m.view(1, -1)
+        return m, ends, int(m.sum())
+
+    def _chord_scale(self, in_key: "torch.Tensor", key_id: int, leading_tone: bool, st: State) -> "torch.Tensor":
+        """``in_key`` itself, or, where chords were asked for and the one in force lies outside
+        the key, the scale as that chord alters it (:meth:`in_key_mask`; cached, shared)."""
+        if st.chord >= 0 and st.plan and st.plan[-1][2] < 0:
+            return self.in_key_mask(key_id, leading_tone, st.chord)
+        return in_key
+
+    def chord_notes(self, req: Request, cfg: GenerationConfig) -> list[str]:
+        """The note a request gets when chords it asks for lie outside its key's scale (the
+        notes follow each such chord while it is in force; see :meth:`in_key_mask`); [] else.
+
+        Example: ``gen.chord_notes(gen.resolve(cfg), cfg)  # ['chords F, C lie outside D major: …']``
+        """
+        key = key_name(req.key)
+        if not req.progression or key is None or not cfg.in_key:
+            return []
+        scale = scale_of(key, cfg.leading_tone)
+        outside = list(dict.fromkeys(c.name for _, _, c in req.progression if not c.pitch_classes <= scale))
+        if not outside:
+            return []
+        many = len(outside) > 1
+        return [f"chord{'s' * many} {', '.join(outside)} lie{'' if many else 's'} outside {key}: while "
+                f"{'each' if many else 'it'} is in force, the notes follow its tones instead of the key's scale"]
+
+    def _end_mass(self, logits: "torch.Tensor", mask: "torch.Tensor", ends: "Sequence[bool] | None" = None
+                  ) -> "torch.Tensor":
         """In the last bar the model's wish to start another bar means "end here": where EOS is
-        legal it gets that mass too (else it went to more notes crammed into the last beat)."""
+        legal (``mask``, or the rows ``ends`` names) it gets that mass too (else it went to more
+        notes crammed into the last beat)."""
         import torch  # heavy: loaded on first use
 
-        ends = mask[:, EOS_ID]
+        ends = mask[:, EOS_ID] if ends is None else torch.tensor(list(ends), dtype=torch.bool)
         if not bool(ends.any()):
             return logits
         bars = logits.index_select(1, self._bar_ids)
@@ -459,31 +533,34 @@ def _keep_recent(rows: list[list[int]], n_ctrl: int, length: int) -> list[list[i
 
 
 def sample_ids(logits: "torch.Tensor", mask: "torch.Tensor", temperature: float, top_k: int, top_p: float,
-                gen: "torch.Generator") -> list[int]:
+                gen: "torch.Generator", n_legal: int | None = None) -> list[int]:
     """One id per row from grammar-masked logits with temperature, top-k, then top-p.
 
     Cheap at batch 1: no full sort of the vocabulary (the nucleus is looked for among the best
     64 ids first, and only when those hold less than ``top_p`` of the mass among all legal ids),
     and the draw is an inverse-CDF lookup of one uniform number per row from ``gen``
-    (``torch.multinomial`` costs several times more here).
+    (``torch.multinomial`` costs several times more here). ``n_legal``: the most legal ids of
+    a row, when the caller knows it (it saves counting them).
     """
     import torch  # heavy: loaded on first use
 
-    x = logits.masked_fill(~mask, float("-inf"))
+    x = torch.where(mask, logits, float("-inf"))
     if temperature != 1.0:
         x = x / temperature
     idx = None
+    if top_k > 0 or top_p < 1.0:
+        k_legal = n_legal if n_legal is not None else int(mask.sum(1).max())
     if top_k > 0:  # top-k first; top-p then works on the renormalised top-k (as transformers does)
-        k = min(top_k, int(mask.sum(1).max()))
+        k = min(top_k, k_legal)
         x, idx = x.topk(k, dim=-1)
         probs = torch.softmax(x, dim=-1)
     elif top_p < 1.0:
         probs = None
-        k_legal = int(mask.sum(1).max())
+        lse = torch.logsumexp(x, dim=-1, keepdim=True)
         for k in ((64, k_legal) if k_legal > 64 else (k_legal,)):
             vals, idx = x.topk(k, dim=-1)  # best first
             # probabilities under the whole (legal) distribution, so the nucleus is exact
-            probs = (vals - torch.logsumexp(x, dim=-1, keepdim=True)).exp_()
+            probs = (vals - lse).exp_()
             if k == k_legal or bool((probs.sum(-1) >= top_p).all()):
                 break
         x = vals

@@ -17,6 +17,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, BadModelError
+from .precision import DECODE_MIN_SPEEDUP, bf16_speedup, has_fbgemm_fp16
 
 if TYPE_CHECKING:  # pragma: no cover - torch is heavy: the methods import it when they run
     import torch
@@ -29,8 +30,10 @@ FP16_MIN_ELEMENTS = 1 << 16  # CPU: matrices at least this big are stored fp16 (
 class LeanLlama:
     """Inference-only forward pass of a ``LlamaForCausalLM`` with a pre-allocated KV cache.
 
-    ``weights``: ``"auto"`` (fp16 storage with fp32 arithmetic via FBGEMM on CPU where the
-    build has it, fp32 elsewhere), ``"fp32"`` (exact), ``"fp16"`` or ``"bf16"``. Activations
+    ``weights``: ``"auto"`` (on CPU: fp16 storage with fp32 arithmetic via FBGEMM where the
+    build has it, or bf16 where :func:`melodia.model.precision.bf16_speedup`'s cached probe finds
+    bf16 products faster, as on CPUs with AMX; fp32 elsewhere), ``"fp32"`` (exact), ``"fp16"``
+    or ``"bf16"`` (on CPU, as with fp16, only the large matrices). Activations
     and the KV cache are fp32. ``jit`` (default: on unless ``MELODIA_JIT=0``): on the CPU, run
     :meth:`step` as TorchScript (:mod:`melodia.model.leanstep`), the same operations without
     Python's per-call cost; ``net.jit`` says whether it is in use (it falls back silently).
@@ -58,8 +61,10 @@ class LeanLlama:
         cfg = model.config
         theta = _check_config(cfg, weights)
         self.device = torch.device(device)
-        if weights == "auto":
-            weights = "fp16" if self.device.type == "cpu" and _has_fbgemm_fp16() else "fp32"
+        if weights == "auto":  # CPU: bf16 only where the probe finds it faster (bf16 units)
+            weights = "fp16" if self.device.type == "cpu" and has_fbgemm_fp16() else "fp32"
+            if self.device.type == "cpu" and bf16_speedup("decode", cfg.hidden_size) >= DECODE_MIN_SPEEDUP:
+                weights = "bf16"
         self.weights = weights
         self.n_layer = cfg.num_hidden_layers
         self.n_head = H = cfg.num_attention_heads
@@ -76,7 +81,7 @@ class LeanLlama:
         if jit is None:
             jit = os.environ.get("MELODIA_JIT", "1") != "0"
         self._jit = None
-        if self.device.type == "cpu" and (weights == "fp32" or weights == "fp16" and _has_fbgemm_fp16()):
+        if self.device.type == "cpu" and (weights in ("fp32", "bf16") or weights == "fp16" and has_fbgemm_fp16()):
             self._cpu_matmuls(mats, head, jit)
         else:
             self.layers = [tuple(self._linear(w) for w in ws) for ws in mats]
@@ -134,10 +139,11 @@ class LeanLlama:
         weights = self.weights
 
         def module(w: "torch.Tensor"):
-            fp16 = weights == "fp16" and w.numel() >= FP16_MIN_ELEMENTS
             # FBGEMM: fp16 storage, fp32 arithmetic (half the memory traffic of fp32); its
-            # call costs ~10-30 µs more than F.linear, so small matrices stay fp32
-            return leanstep.fp16_linear(w) if fp16 else leanstep.Linear(w.contiguous())
+            # call costs ~10-30 µs more than F.linear, so small matrices stay fp32 (bf16 too)
+            if w.numel() < FP16_MIN_ELEMENTS or weights == "fp32":
+                return leanstep.Linear(w.contiguous())
+            return leanstep.fp16_linear(w) if weights == "fp16" else leanstep.Bf16Linear(w)
 
         mods = [tuple(module(w) for w in ws) for ws in mats]
         head_mod = module(head)
@@ -271,18 +277,3 @@ def _check_config(cfg: Any, weights: str) -> float:
     if weights not in ("auto", "fp32", "fp16", "bf16"):
         raise BadInputError(f"weights {weights!r}: use auto, fp32, fp16 or bf16")
     return theta
-
-
-def _has_fbgemm_fp16() -> bool:
-    """Whether this torch build runs FBGEMM's fp16 linear (and gets it right)."""
-    import torch  # heavy: loaded on first use
-
-    try:
-        if "fbgemm" not in torch.backends.quantized.supported_engines and \
-                "x86" not in torch.backends.quantized.supported_engines:
-            return False
-        w = torch.ops.quantized.linear_prepack_fp16(torch.ones(8, 8), None)
-        y = torch.ops.quantized.linear_dynamic_fp16(torch.ones(1, 8), w)
-        return bool(abs(float(y[0, 0]) - 8.0) < 1e-3)
-    except Exception:  # op missing in this build
-        return False

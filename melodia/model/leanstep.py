@@ -36,6 +36,17 @@ class Linear(nn.Module):
         return F.linear(x, self.weight)
 
 
+class Bf16Linear(nn.Module):
+    """``x @ weight.T`` with a bf16 weight: bf16 product, fp32 in and out (CPUs with bf16 units)."""
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight.to(torch.bfloat16).contiguous())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x.to(torch.bfloat16), self.weight).float()
+
+
 def fp16_linear(weight: Tensor) -> nn.Module:
     """FBGEMM's fp16-storage, fp32-arithmetic linear layer for ``weight`` [out, in]."""
     m = torch.ao.nn.quantized.dynamic.Linear(weight.shape[1], weight.shape[0], bias_=False, dtype=torch.float16)
@@ -48,6 +59,9 @@ def as_function(m: nn.Module):
     if isinstance(m, Linear):
         w = m.weight
         return lambda x: F.linear(x, w)
+    if isinstance(m, Bf16Linear):
+        wb = m.weight
+        return lambda x: F.linear(x.to(torch.bfloat16), wb).float()
     packed = m._packed_params._packed_params
     op = torch.ops.quantized.linear_dynamic_fp16.default
     op = getattr(op, "_op", op)  # the C++ callable: skips Python-side dispatch checks

@@ -9,12 +9,16 @@ pitch-class histogram with the 24 rotations of the major and minor probe-tone pr
 correlation names the key, and the gap between the best major and the best minor correlation
 (:attr:`KeyEstimate.major_minor_margin`) says how clearly the music is major or minor. How
 often it agrees with POP909's annotations: docs/corpus.md, "Mood estimator calibration".
+:func:`estimate_clip_key` adds what a listener hears between a key and its relative
+(C major / A minor share their notes): the tonic at the ends, the bass, the leading tone.
+:func:`scale_of` and :func:`scale_with_chord` are the scales the sampler keeps notes in.
 
 Example: ``parse_key("Gb:maj") == "F# major"``; ``key_token_name("A minor") == "KEY_A_minor"``
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -146,6 +150,69 @@ def key_from_token_name(token: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Scales
+# --------------------------------------------------------------------------------------------
+
+_MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11)
+_MINOR_STEPS = (0, 2, 3, 5, 7, 8, 10)  # natural minor: the scale of the corpus's minor music
+_LETTERS = "CDEFGAB"
+#: letter steps above a chord's root of each interval (semitones) a chord quality uses
+_INTERVAL_LETTERS = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 4, 7: 4, 8: 4, 9: 6, 10: 6, 11: 6}
+#: the letter of each pitch class as melodia spells chord roots (C C# D Eb E F F# G Ab A Bb B)
+_ROOT_LETTER = (0, 0, 1, 2, 2, 3, 3, 4, 5, 5, 6, 6)
+
+
+def _spelled_scale(key: str) -> tuple[dict[int, int], bool]:
+    """A key's seven degrees as ``{letter index (C=0 … B=6): pitch class}``, and whether it is minor."""
+    index = key_index(key)
+    if index == KEY_ANY_INDEX:
+        raise BadInputError("'any' has no scale")
+    tonic, minor = index % 12, index >= 12
+    first = _LETTERS.index(KEY_NAMES[index][0])
+    steps = _MINOR_STEPS if minor else _MAJOR_STEPS
+    return {(first + k) % 7: (tonic + steps[k]) % 12 for k in range(7)}, minor
+
+
+def scale_of(key: str, leading_tone: bool = False) -> frozenset[int]:
+    """Pitch classes of a key's scale: major, or natural minor (with ``leading_tone`` also the
+    raised 7th: G♯ in A minor).
+
+    Example: ``sorted(scale_of("A minor", leading_tone=True))  # [0, 2, 4, 5, 7, 8, 9, 11]``
+    """
+    degrees, minor = _spelled_scale(key)
+    out = set(degrees.values())
+    if minor and leading_tone:
+        out.add((key_index(key) + 11) % 12)
+    return frozenset(out)
+
+
+def scale_with_chord(key: str, root: int, intervals: Sequence[int], bass: int | None = None,
+                     leading_tone: bool = False) -> frozenset[int]:
+    """The key's scale while a chord is in force: each chord tone replaces the scale degree of
+    its letter (F major in D major: F for F♯, C for C♯ → D E F G A B C); a chord inside the
+    scale leaves it as it is (:func:`scale_of`). The root is spelled as a degree of the key
+    when it is one, else as melodia names roots (C♯, E♭, F♯, A♭, B♭); the other tones by their
+    interval (a third two letters up, a fifth four …); a slash chord's bass is added.
+
+    Example: ``sorted(scale_with_chord("D major", 5, (0, 4, 7)))  # [0, 2, 4, 5, 7, 9, 11]``
+    """
+    plain = scale_of(key, leading_tone)
+    root %= 12
+    if {(root + i) % 12 for i in intervals} <= plain and (bass is None or bass % 12 in plain):
+        return plain
+    degrees, minor = _spelled_scale(key)
+    root_letter = next((letter for letter, pc in degrees.items() if pc == root), _ROOT_LETTER[root])
+    tones = {(root_letter + _INTERVAL_LETTERS[i % 12]) % 7: (root + i) % 12 for i in intervals}
+    out = set({**degrees, **tones}.values())
+    seventh = (_LETTERS.index(parse_key(key)[0]) + 6) % 7
+    if minor and leading_tone and seventh not in tones:  # the chord leaves the 7th alone: G♯ stays allowed
+        out.add((key_index(key) + 11) % 12)
+    if bass is not None:
+        out.add(bass % 12)
+    return frozenset(out)
+
+
+# --------------------------------------------------------------------------------------------
 # Key finding
 # --------------------------------------------------------------------------------------------
 
@@ -197,6 +264,78 @@ def key_from_histogram(hist: np.ndarray) -> KeyEstimate:
     margin = float(corr[:12].max() - corr[12:].max())
     return KeyEstimate(KEY_NAMES[best], best % 12, "minor" if best >= 12 else "major",
                        float(corr[best]), margin)
+
+
+#: a key's relative (C major / A minor) within this much correlation of it is decided by
+#: :func:`relative_cues` when they agree by at least :data:`RELATIVE_VOTES` votes (measured on
+#: POP909: docs/evidence.md, "Relative minor")
+RELATIVE_MARGIN = 0.15
+RELATIVE_VOTES = 3
+
+
+def relative_cues(minor_tonic: int, notes: TickNotes) -> int:
+    """Votes for the minor key over its relative major (``> 0``: minor, ``< 0``: major, 0: no
+    say), from what the pitch-class histogram leaves out: the bass under the last onset (2
+    votes) and under the first (1), the last melody note (the highest of the last onset, 1),
+    the minor's leading tone (G♯ for A minor) held for over 2% of the note time (1), and
+    which tonic the bass holds on more beats (1).
+
+    Example: ``relative_cues(9, TickNotes.of_score(a_minor_clip))  # 5``
+    """
+    major_tonic = (minor_tonic + 3) % 12
+    time, end, pitch = notes.p_time, notes.p_end, notes.p_pitch
+    dur = np.maximum(end - time, 1).astype(np.float64)
+
+    def vote(pc: int, weight: int) -> int:
+        return weight if pc == minor_tonic else -weight if pc == major_tonic else 0
+
+    beat = notes.tpq
+    last, first = int(time.max()), int(time.min())
+    under_last = (time <= last) & (end > last)  # what sounds as the last onset strikes
+    at_last = time >= last - beat // 4
+    votes = vote(int(pitch[under_last].min()) % 12, 2)
+    votes += vote(int(pitch[at_last].max()) % 12, 1)
+    votes += vote(int(pitch[time <= first + beat // 4].min()) % 12, 1)
+    leading = dur[pitch % 12 == (minor_tonic + 11) % 12].sum()
+    votes += int(leading > 0.02 * dur.sum())
+    bass = np.zeros(12)  # the lowest note sounding on each beat
+    for b in range(first - first % beat, int(end.max()), beat):
+        sounding = (time <= b) & (end > b)
+        if sounding.any():
+            bass[int(pitch[sounding].min()) % 12] += 1
+    votes += int(np.sign(bass[minor_tonic] - bass[major_tonic]))
+    return votes
+
+
+def estimate_clip_key(score: "symusic.Score") -> KeyEstimate:
+    """The key of a clip (what ``--continue`` and infill read a clip in): :func:`estimate_key`,
+    except that when the best key's relative (C major / A minor) correlates within
+    :data:`RELATIVE_MARGIN` of it, :func:`relative_cues` choose between the two when at least
+    :data:`RELATIVE_VOTES` of them agree (the tonic in the bass at the ends and on the beats,
+    the last melody note, the leading tone). Raises
+    :class:`BadInputError` when there is no pitched note.
+
+    Example: ``estimate_clip_key(symusic.Score("am_clip.mid")).name  # 'A minor'``
+    """
+    notes = TickNotes.of_score(score)
+    if not notes.pitched.any():
+        raise BadInputError("score has no pitched notes, so it has no key")
+    weights = np.maximum(notes.duration[notes.pitched], 1).astype(np.float64)
+    hist = np.bincount(notes.p_pitch % 12, weights=weights, minlength=12)
+    best = key_from_histogram(hist)
+    if best.correlation == 0.0:
+        return best
+    corr = _PROFILES @ ((hist - hist.mean()) / np.linalg.norm(hist - hist.mean()))
+    minor = best.mode == "minor"
+    minor_tonic = best.tonic if minor else (best.tonic + 9) % 12
+    relative = minor_tonic + 12 if not minor else (best.tonic + 3) % 12
+    if best.correlation - float(corr[relative]) > RELATIVE_MARGIN:
+        return best
+    votes = relative_cues(minor_tonic, notes)
+    if abs(votes) < RELATIVE_VOTES or (votes > 0) == minor:
+        return best
+    return KeyEstimate(KEY_NAMES[relative], relative % 12, "minor" if relative >= 12 else "major",
+                       float(corr[relative]), best.major_minor_margin)
 
 
 def key_of_notes(pitch: np.ndarray, duration: np.ndarray) -> KeyEstimate:

@@ -23,18 +23,23 @@ What one run does:
   a corpus that is three-quarters happy or calm then shows the model as much tense and sad
   music as happy music.
 * Optimisation: AdamW (fused kernels, on CUDA and on CPU; decay on matrices only), linear
-  warm-up then cosine decay to ``min_lr_ratio · lr``, gradient clipping, gradient accumulation;
+  warm-up (at most a tenth of the steps: a longer one is cut, with a note) then cosine decay
+  to ``min_lr_ratio · lr``, gradient clipping, gradient accumulation;
   the loss is the mean over every target token of the whole optimizer step (all micro-batches,
-  all processes). CUDA: bf16 autocast, SDPA attention, optional ``torch.compile``; CPU: fp32.
+  all processes). CUDA: bf16 autocast, SDPA attention, optional ``torch.compile``; CPU: fp32, or
+  bf16 autocast (fp32 master weights) where a start-up probe finds bf16 matmuls faster
+  (``precision``: auto | fp32 | bf16; :mod:`melodia.model.precision`).
 * Every ``eval_every`` steps: validation loss on the valid split (``eval_batches`` batches).
   ``patience`` > 0 stops after that many evaluations without improvement, and then ``out/model``
-  always holds the best weights so far.
+  always holds the best weights so far; shards with no valid split (a small folder whose songs
+  all hashed to train) have nothing to watch, so ``patience`` is then ignored with a warning.
 * Every ``ckpt_every`` steps and at the end: ``out/checkpoint/`` (``model.safetensors``,
   ``optimizer.pt``, ``state.json``: step, data position, RNG states, config), built in a temp
   folder and swapped in by renames, so a kill at any moment leaves the last complete one.
   ``resume`` continues from it bit for bit (same losses on CPU).
 * Output folder ``out``: ``model/`` (the model directory, see melodia/model/),
-  ``checkpoint/``, ``metrics.jsonl`` (one JSON object per log line and per evaluation).
+  ``checkpoint/``, ``metrics.jsonl`` (one JSON object per log line and per evaluation). It is
+  made once the data and the model are ready; a start that fails leaves no empty folder.
 * ``torchrun``: one process per device (NCCL on GPUs, gloo on CPU); only global rank 0 writes.
   Resuming a multi-node run needs ``out`` on a file system every node can read.
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -47,7 +48,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
       help="one chunk per row instead of packing a step's chunks end to end")
     a("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     a("--min-lr-ratio", type=float, help=f"final lr / peak lr (default {d.min_lr_ratio})")
-    a("--warmup", type=int, help=f"warm-up steps (default {d.warmup})")
+    a("--warmup", type=int, help=f"warm-up steps (default {d.warmup}; at most a tenth of --steps: a longer "
+                                 f"one is cut, with a note)")
     a("--weight-decay", type=float, help=f"AdamW weight decay (default {d.weight_decay})")
     a("--grad-clip", type=float, help=f"gradient norm clip, 0 = off (default {d.grad_clip})")
     a("--cond-dropout", type=float, help=f"P(mood/key -> any) (default {d.cond_dropout})")
@@ -61,10 +63,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--eval-batches", type=int, help=f"validation batches, 0 = all (default {d.eval_batches})")
     a("--ckpt-every", type=int, help=f"checkpoint every N steps (default {d.ckpt_every})")
     a("--log-every", type=int, help=f"progress line every N steps (default {d.log_every})")
-    a("--patience", type=int, help="stop after N validations without improvement; keep the best (default off)")
+    a("--patience", type=int, help="stop after N validations without improvement; keep the best (default off; "
+                                   "ignored, with a warning, when the shards have no validation split)")
     a("--save-dtype", choices=["float32", "bfloat16", "float16"], help="dtype of the saved model (default float32)")
     a("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    a("--compile", action="store_true", default=None, help="torch.compile the model (CUDA)")
+    a("--compile", action="store_true", default=None, help="torch.compile the model (CUDA; on a CPU it "
+                                                            "did not pay for its compile time)")
+    a("--precision", choices=["auto", "fp32", "bf16"], help="bf16 autocast with fp32 master weights, or fp32; "
+                                                          "auto (default): bf16 on CUDA, and on a CPU whose bf16 "
+                                                          "matmul a start-up probe finds faster (cached per machine)")
     a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     a("--resume", action="store_true", default=None, help="continue from OUT/checkpoint")
     a("--max-minutes", type=float, help="stop after this much wall time, validated and checkpointed "
@@ -90,7 +97,7 @@ def prepare_finetune(corpus: str | os.PathLike, base: str | os.PathLike, out: st
     """A user's MIDI folder → ``OUT/corpus`` → ``OUT/tokens`` with the base model's tokenizer
     (new tags and moods appended as control tokens). With no song in the valid split (small
     folders), about a tenth of the pieces become validation so that early stopping can work.
-    Returns the shards folder and a summary.
+    Returns the shards folder and a summary (``tags``: pieces per tag, commonest first).
 
     Example: ``shards, info = prepare_finetune("my_midi", "melodia/weights/default", "runs/mine")``
     """
@@ -115,9 +122,11 @@ def prepare_finetune(corpus: str | os.PathLike, base: str | os.PathLike, out: st
             chunks = [c for c in index["chunks"] if c["split"] == name]
             index["splits"][name] = {"chunks": len(chunks), "tokens": sum(c["length"] for c in chunks)}
         write_json(index_path, index, indent=None)
+    piece_tags = {c["piece"]: c.get("tags") or () for c in index["chunks"]}
+    tags = Counter(t for ts in piece_tags.values() for t in ts)
     return out / "tokens", {"pieces": summary.pieces, "skipped": summary.skipped,
-                            "tags": sorted(index.get("tag_ids", {})), "chunks": len(index["chunks"]),
-                            "vocab_size": tok.vocab_size}
+                            "tags": dict(sorted(tags.items(), key=lambda kv: (-kv[1], kv[0]))),
+                            "chunks": len(index["chunks"]), "vocab_size": tok.vocab_size}
 
 
 def cli_train(args: argparse.Namespace) -> int:
@@ -142,7 +151,8 @@ def cli_train(args: argparse.Namespace) -> int:
             shards, info = prepare_finetune(corpus, args.init, args.out)
             args.data = str(shards)
             print(f"melodia train: {info['pieces']} pieces, {info['chunks']} chunks, tags: "
-                  f"{', '.join(info['tags']) or 'none'}; vocabulary {info['vocab_size']}", flush=True)
+                  f"{', '.join(f'{t} {n}' for t, n in info['tags'].items()) or 'none'}; "
+                  f"vocabulary {info['vocab_size']}", flush=True)
             # defaults for a small corpus: a few epochs, early stop on validation loss
             n_train = sum(1 for c in json.loads((shards / "index.json").read_text())["chunks"] if c["split"] == "train")
             bs = args.batch_size or 8

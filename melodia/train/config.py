@@ -29,7 +29,7 @@ class TrainConfig:
     pack: bool = True                # lay a step's chunks end to end in as few rows as hold them
     lr: float = 3e-4
     min_lr_ratio: float = 0.1        # cosine decays to lr * min_lr_ratio
-    warmup: int = 100                # linear warm-up steps
+    warmup: int = 100                # linear warm-up steps, at most a tenth of ``steps`` (warmup_cap)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -42,10 +42,13 @@ class TrainConfig:
     eval_batches: int = 20           # batches per evaluation (0: the whole valid split)
     ckpt_every: int = 500
     log_every: int = 10
-    patience: int = 0                # stop after this many evaluations without improvement (0: never)
+    patience: int = 0                # stop after this many evaluations without improvement (0: never;
+                                     # ignored, with a warning, when the shards have no valid split)
     save_dtype: str = "float32"      # dtype of out/model weights: float32 | bfloat16 | float16
     device: str = "auto"             # auto | cpu | cuda | cuda:N (torchrun picks cuda:LOCAL_RANK)
-    compile: bool = False            # torch.compile the model (meant for CUDA)
+    compile: bool = False            # torch.compile the model (meant for CUDA; on CPU it lost, docs/benchmarks.md)
+    precision: str = "auto"          # auto | fp32 | bf16: bf16 autocast, fp32 master weights (auto: CUDA,
+                                     # or a CPU whose bf16 matmul the start-up probe finds faster)
     threads: int = 0                 # torch CPU threads (0: torch's default)
     resume: bool = False             # continue from out/checkpoint
     max_minutes: float = 0.0         # stop (validated, checkpointed) after this much wall time; 0: no limit
@@ -54,7 +57,18 @@ class TrainConfig:
 # Settings that may differ when resuming; every other one must match the checkpoint's.
 RESUME_OVERRIDABLE = frozenset({"data", "out", "resume", "steps", "max_minutes", "eval_every", "eval_batches",
                                 "ckpt_every",
-                                "log_every", "patience", "save_dtype", "device", "compile", "threads"})
+                                "log_every", "patience", "save_dtype", "device", "compile", "threads",
+                                "precision"})
+
+
+def warmup_cap(steps: int) -> int:
+    """The longest warm-up a run of ``steps`` steps gets: a tenth of them (at least 1). A fresh
+    run with a longer ``warmup`` is given this one, and says so: 100 warm-up steps (the
+    default) in a 20-step fine-tuning run would never reach the peak learning rate.
+
+    Example: ``warmup_cap(20) == 2``; ``warmup_cap(2000) == 200``
+    """
+    return max(1, steps // 10)
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -80,5 +94,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise BadInputError("give either --preset (train from scratch) or --init (start from a model), not both")
     if cfg.lora and not cfg.init:
         raise BadInputError("--lora needs --init: LoRA adapts an existing model")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise BadInputError(f"precision must be auto, fp32 or bf16, got {cfg.precision!r}")
     if cfg.save_dtype not in ("float32", "bfloat16", "float16"):
         raise BadInputError(f"save_dtype must be float32, bfloat16 or float16, got {cfg.save_dtype!r}")

@@ -63,6 +63,8 @@ class ShardData:
         self.is_key[list(self.key_ids.values())] = True
         self.no_target = self.is_mood | self.is_key
         self.no_target[list(self.tag_ids.values())] = True
+        # styles (STYLE_pop …, after the key) are given, never predicted, like the tags
+        self.no_target[[i for i in (index.get("style_ids") or {}).values() if isinstance(i, int) and 0 < i < v]] = True
         self.no_target[self.pad_id] = True
         # infilling: the markers are given, never predicted; chords are predicted like notes
         fim = index.get("fim_ids") or {}

@@ -9,12 +9,13 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ import numpy as np
 from ..errors import BadInputError, MelodiaError, OutputExistsError
 from ..fileio import recover_dir, write_text
 from ..model import count_parameters, save_model_dir
+from ..model.precision import choose_precision
 from .build import build_run_model, model_defaults, plain_model
 from .checkpoint import load_checkpoint_weights, read_checkpoint_state, save_checkpoint, set_rng_state, unwrap
-from .config import IGNORE, RESUME_OVERRIDABLE, TrainConfig, check_config
+from .config import IGNORE, RESUME_OVERRIDABLE, TrainConfig, check_config, warmup_cap
 from .data import ShardData, TrainStream, conditioning_dropout
 
 # ----------------------------------------------------------------------------------------------
@@ -116,12 +118,18 @@ def make_optimizer(model: Any, cfg: TrainConfig, device_type: str) -> Any:
     return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-def autocast_for(device: Any) -> Any:
-    """bf16 autocast on CUDA (where supported), nothing on CPU. Example: ``with autocast_for(dev): ...``."""
+def autocast_for(device: Any, precision: str | None = None) -> Any:
+    """The autocast context of a run: bf16 autocast (CUDA or CPU; the weights stay fp32) for
+    ``precision="bf16"``, nothing for ``"fp32"``; None: bf16 on CUDA where supported, fp32 on CPU.
+    Pick ``precision`` with :func:`melodia.model.precision.choose_precision`.
+
+    Example: ``with autocast_for(torch.device("cpu"), "bf16"): ...``."""
     import torch  # heavy: loaded when training starts
 
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision is None:
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -193,6 +201,9 @@ class Progress:
 def train(cfg: TrainConfig) -> Path:
     """Train (or fine-tune, or resume) as ``cfg`` says; returns the model directory ``out/model``.
 
+    ``out`` is made once the data and the model are ready; a run that fails before writing
+    anything there removes the folder it made (a folder that was there before stays).
+
     Example:
         >>> train(TrainConfig(data="tokens", out="runs/tiny", preset="tiny", steps=200))
         PosixPath('runs/tiny/model')
@@ -200,17 +211,36 @@ def train(cfg: TrainConfig) -> Path:
     import torch  # heavy: loaded when training starts
 
     check_config(cfg)
+    out = Path(cfg.out)
+    made_here = not out.exists() and int(os.environ.get("RANK", "0")) == 0
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
         dist = Dist(cfg.device)
         try:
-            return Run(cfg, out=Path(cfg.out), dist=dist).loop()
+            return Run(cfg, out=out, dist=dist).loop()
         finally:
             dist.close()
+    except BaseException:
+        if made_here:
+            drop_if_empty(out)
+        raise
     finally:
         torch.set_num_threads(threads)
+
+
+def drop_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` if it holds nothing (no file, or only empty files such as a fresh
+    ``metrics.jsonl``); returns whether it did. A failed start leaves no empty run folder behind.
+
+    Example: ``drop_if_empty(Path("runs/a"))  # True when only an empty metrics.jsonl was there``
+    """
+    if not folder.is_dir() or any(p.is_symlink() or (p.is_file() and p.stat().st_size) or
+                                  not (p.is_file() or p.is_dir()) for p in folder.rglob("*")):
+        return False
+    shutil.rmtree(folder)
+    return True
 
 
 def start_state(cfg: TrainConfig, out: Path, dist: Dist) -> dict[str, Any] | None:
@@ -218,8 +248,7 @@ def start_state(cfg: TrainConfig, out: Path, dist: Dist) -> dict[str, Any] | Non
 
     Example: ``start_state(cfg, Path(cfg.out), Dist("cpu"))  # None for a fresh run``
     """
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:  # the folder itself is made once training can start (Run)
         recover_dir(out / "checkpoint")
     dist.barrier()
     state = read_checkpoint_state(out)
@@ -232,6 +261,8 @@ def start_state(cfg: TrainConfig, out: Path, dist: Dist) -> dict[str, Any] | Non
                                 f"or choose another --out")
     if state is not None:
         saved = TrainConfig(**{f.name: state["config"].get(f.name, getattr(cfg, f.name)) for f in fields(cfg)})
+        if cfg.warmup == state.get("warmup_asked"):
+            cfg = replace(cfg, warmup=saved.warmup)  # the same warm-up, capped when the run started (Run.settle)
         differ = [f"{f.name} ({getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r})" for f in fields(cfg)
                   if f.name not in RESUME_OVERRIDABLE and getattr(saved, f.name) != getattr(cfg, f.name)]
         if differ:
@@ -251,11 +282,11 @@ class Run:
     def __init__(self, cfg: TrainConfig, out: Path, dist: Dist):
         import torch  # heavy: loaded when training starts
 
-        self.cfg, self.out, self.dist = cfg, out, dist
+        self.out, self.dist = out, dist
+        self.warmup_asked = cfg.warmup  # before Run.settle caps it; a checkpoint keeps both
         self.state = state = start_state(cfg, out, dist)
         self.data = data = ShardData(cfg.data)
-        if cfg.patience and not data.splits.get("valid"):
-            raise BadInputError(f"{data.root}/index.json: --patience needs a valid split to watch, and there is none")
+        self.cfg = cfg = self.settle(cfg, data, state)
         self.model, self.info = model, info = build_run_model(cfg, data, state)
         self.defaults = model_defaults(data, info.get("init_defaults"))  # melodia.json's, read once per run
         self.base = unwrap(model.get_base_model() if hasattr(model, "get_base_model") else model)
@@ -268,6 +299,7 @@ class Run:
         self.step, self.consumed, self.tokens_seen, self.elapsed_before = 0, 0, 0, 0.0
         self.best, self.best_step, self.bad_evals, self.last_val, self.stopped_early = math.inf, -1, 0, None, False
         self.last_train_loss: float | None = None
+        self.session_tokens, self.session_train_s = 0, 0.0  # this session's optimizer steps (tokens/s)
         self.window: Window | None = None  # the loss since the last progress line, while looping
         if state is not None:
             load_checkpoint_weights(out / "checkpoint", model, self.optimizer, dist.device)
@@ -288,7 +320,8 @@ class Run:
             self.train_model = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
-        self.amp = autocast_for(dist.device)
+        self.precision, self.precision_why = choose_precision(cfg.precision, dist.device, self.base.config.hidden_size)
+        self.amp = autocast_for(dist.device, self.precision)
         self.pad_multiple = self.seq_len if cfg.compile else 8  # fixed shapes for compiled graphs
         groups = None
         if cfg.balance_moods:  # each chunk's MOOD token (position 1; chunks start BOS MOOD KEY)
@@ -297,6 +330,8 @@ class Run:
         self.per_rank = cfg.batch_size * cfg.grad_accum
         self.global_batch = self.per_rank * dist.world
 
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)  # data and model are ready: training can start
         self.progress = Progress(out, dist.is_main, keep_until=self.step if state is not None else None)
         if dist.is_main and state is None:
             p = self.base.config
@@ -305,7 +340,36 @@ class Run:
                   f"chunks{' (drawn balanced by mood)' if cfg.balance_moods else ''}, "
                   f"seq_len {self.seq_len}, {self.global_batch} chunks/step, {dist.world} process(es) on "
                   f"{dist.device.type}, vocab {p.vocab_size}", file=sys.stderr)
+        if dist.is_main:
+            print(f"melodia train: {self.precision} ({'autocast, fp32 master weights; ' if self.precision == 'bf16' else ''}"
+                  f"{self.precision_why}), {'compiled' if cfg.compile else 'not compiled'}", file=sys.stderr)
         self.t_start = time.perf_counter()
+
+    def settle(self, cfg: TrainConfig, data: ShardData, state: dict[str, Any] | None) -> TrainConfig:
+        """The settings this run trains with, each change said in one line on stderr:
+        ``patience`` is dropped when the shards have no valid split to watch (every step runs,
+        the last weights are kept), and a fresh run's ``warmup`` is cut to a tenth of its steps
+        (:func:`warmup_cap`; a resumed run keeps its checkpoint's).
+
+        Example: ``run.settle(TrainConfig(data="T", out="r", steps=20), data, None).warmup  # 2``
+        """
+        if state is not None:  # resuming: the warm-up the run started with (start_state checked it)
+            cfg = replace(cfg, warmup=state["config"].get("warmup", cfg.warmup))
+            self.warmup_asked = state.get("warmup_asked", self.warmup_asked)
+        say = self.dist.is_main
+        if cfg.patience and not data.splits.get("valid"):
+            if say:
+                print(f"melodia train: warning: --patience {cfg.patience} ignored: {data.root} has no validation "
+                      f"split to watch, so all {cfg.steps} steps run and the last weights are kept (`melodia "
+                      f"train --corpus MIDI_DIR --from MODEL` holds out a tenth of the pieces)", file=sys.stderr)
+            cfg = replace(cfg, patience=0)
+        cap = warmup_cap(cfg.steps)
+        if state is None and cfg.warmup > cap:
+            if say:
+                print(f"melodia train: note: warm-up {cfg.warmup} steps is over a tenth of the {cfg.steps} steps; "
+                      f"warming up for {cap} instead", file=sys.stderr)
+            cfg = replace(cfg, warmup=cap)
+        return cfg
 
     def elapsed(self) -> float:
         """Seconds of training so far, over every session of a resumed run. Example: ``run.elapsed()``"""
@@ -369,6 +433,7 @@ class Run:
                 "training": {**asdict(cfg), "init": info.get("init"), "new_token_ids": info["new_token_ids"],
                              "steps_done": self.step, "tokens_seen": self.tokens_seen,
                              "world_size": self.dist.world, "device": self.dist.device.type,
+                             "precision_used": self.precision,
                              "parameters_trained": self.n_params, "stopped_early": self.stopped_early},
                 "metrics": metrics, **self.defaults}
         tokenizer_json = data.root / "tokenizer.json"
@@ -388,6 +453,7 @@ class Run:
             "global_batch": self.global_batch, "world_size": self.dist.world, "tokens_seen": self.tokens_seen,
             "best_val": None if best == math.inf else best, "best_step": self.best_step,
             "bad_evals": self.bad_evals, "last_val": self.last_val, "stopped_early": self.stopped_early,
+            "warmup_asked": self.warmup_asked,
             "elapsed_s": self.elapsed(),
             "config": asdict(self.cfg), "model": {"llama_config": self.base.config.to_dict(),
                                                   "vocab_size": self.base.config.vocab_size, "info": self.info}})
@@ -453,6 +519,7 @@ class Run:
         import torch  # heavy: loaded when training starts
 
         cfg, dist = self.cfg, self.dist
+        t0 = time.perf_counter()
         n_step_tokens = dist.sum([sum(n for _, _, n in batches)])[0] if dist.world > 1 else \
             sum(n for _, _, n in batches)
         lr = lr_at(self.step, cfg)
@@ -474,6 +541,8 @@ class Run:
         self.step += 1
         self.window.tokens += sum(n for _, _, n in batches)
         self.tokens_seen += int(n_step_tokens)
+        self.session_tokens += int(n_step_tokens)
+        self.session_train_s += time.perf_counter() - t0
         return lr, grad_norm
 
     def log_step(self, lr: float, grad_norm: Any) -> None:
@@ -505,6 +574,10 @@ class Run:
                 self.save_model({"val_loss": self.last_val,
                                  "best_val_loss": None if self.best == math.inf else self.best,
                                  "best_step": self.best_step, "train_loss": self.last_train_loss})
+            if self.session_train_s > 0:
+                print(f"melodia train: {self.session_tokens / self.session_train_s:,.0f} tokens/s over "
+                      f"{self.session_tokens:,} target tokens ({self.precision}, "
+                      f"{'compiled' if cfg.compile else 'not compiled'}; validation not counted)", file=sys.stderr)
             print(f"melodia train: model written to {out / 'model'}", file=sys.stderr)
         self.progress.close()
         dist.barrier()

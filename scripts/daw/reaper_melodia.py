@@ -20,7 +20,8 @@ step either way.
 Setup (docs/daw.md): start the server (``melodia serve``), enable Python in REAPER
 (Options > Preferences > Plug-ins > ReaScript), then Actions > Show action list > New action >
 Load ReaScript... and pick this file. Run the action; a dialog asks for the mood, bars, key,
-seed, chords, form and server address (rewriting bars uses the mood, key, seed and chords);
+seed, chords, form, server address and style (rewriting bars uses the mood, key, seed, chords
+and style; a blank style is the model's default, and a model trained before styles takes none);
 the last answers are remembered.
 
 Only the Python standard library is used (urllib, json), so nothing needs installing into
@@ -34,11 +35,11 @@ DEFAULT_SERVER = "http://127.0.0.1:8765"
 TIMEOUT_S = 120          # generation of 64 bars x several variations can take a while on a CPU
 EXT_SECTION = "melodia"  # REAPER ExtState section remembering the last answers
 PPQ_FALLBACK = 960
-FIELDS = ("mood", "bars", "key", "seed", "chords", "form", "server")
-DEFAULTS = ("calm", "8", "", "", "", "", DEFAULT_SERVER)
+FIELDS = ("mood", "bars", "key", "seed", "chords", "form", "server", "style")
+DEFAULTS = ("calm", "8", "", "", "", "", DEFAULT_SERVER, "")
 CAPTIONS = ("Mood (happy/tense/sad/calm or alias)", "Bars (1-64)", "Key (blank = any, e.g. F major)",
             "Seed (blank = random)", "Chords (blank = the model's; Am F C G)",
-            "Form (blank = none; AABA)", "melodia server")
+            "Form (blank = none; AABA)", "melodia server", "Style (blank = the model's; pop, folk)")
 
 
 class MelodiaScriptError(Exception):
@@ -84,9 +85,11 @@ def parse_settings(csv_text):
     """
     parts = [p.strip() for p in csv_text.split(",")]
     parts += [""] * (len(FIELDS) - len(parts))
-    mood, bars, key, seed, chords, form, server = parts[:len(FIELDS)]
+    mood, bars, key, seed, chords, form, server, style = parts[:len(FIELDS)]
     out = {"mood": mood or "calm", "key": key or None, "server": (server or DEFAULT_SERVER).rstrip("/"),
            "chords": chords or None, "form": form.replace(" ", "").upper() or None}
+    if style:  # blank: the model's default style (and none at all for a model trained before styles)
+        out["style"] = style
     try:
         out["bars"] = int(bars or "8")
     except ValueError:
@@ -107,7 +110,9 @@ def ask_settings(api, title="melodia: compose at the edit cursor"):
     last = ""
     if hasattr(api, "RPR_GetExtState"):
         last = api.RPR_GetExtState(EXT_SECTION, "last") or ""
-    defaults = last if last.count(",") == len(FIELDS) - 1 else ",".join(DEFAULTS)
+    # the last answers of this dialog, or of the one before the style field (blank style added)
+    defaults = last if last.count(",") == len(FIELDS) - 1 else (
+        last + "," if last.count(",") == len(FIELDS) - 2 else ",".join(DEFAULTS))
     captions = ",".join(CAPTIONS) + ",extrawidth=120"
     result = api.RPR_GetUserInputs(title, len(FIELDS), captions, defaults, 1024)
     ok, answers = result[0], result[4]
@@ -165,7 +170,7 @@ def build_request(settings, context, meters=None):
         body["key"] = settings["key"]
     if settings.get("seed") is not None:
         body["seed"] = settings["seed"]
-    for name in ("chords", "form"):
+    for name in ("chords", "form", "style"):
         if settings.get(name):
             body[name] = settings[name]
     return body
@@ -311,8 +316,9 @@ def build_infill_request(settings, target, notes, span):
         body["key"] = settings["key"]
     if settings.get("seed") is not None:
         body["seed"] = settings["seed"]
-    if settings.get("chords"):
-        body["chords"] = settings["chords"]
+    for name in ("chords", "style"):
+        if settings.get(name):
+            body[name] = settings[name]
     return body
 
 
