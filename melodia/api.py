@@ -246,13 +246,16 @@ class Composer:
                  top_k: int = 0, top_p: float = 0.95, in_key: bool = True,
                  leading_tone: bool = False, dynamics: str = "mood",
                  chords: str | Sequence[str] | None = None, form: str | None = None,
-                 vary: bool = False, style: str | None = None) -> list[Piece]:
+                 vary: bool = False, style: str | None = None, repeat: str | None = None) -> list[Piece]:
         """Compose ``n`` new pieces of exactly ``bars`` bars.
 
         ``form`` (``"AABA"``, ``"ABAC"``: letters, up to 8) splits the bars into equal
-        sections; a letter that returns repeats the notes of its first section exactly (with
-        ``vary=True``, all but its last bar, which is written anew), and a new letter
-        continues from what came before. With a form, ``chords`` apply to each section, or
+        sections, and a new letter continues from what came before. ``repeat`` says how a
+        letter returns: ``"sections"`` (each section opens on its letter's ``SECTION_`` token
+        and the model writes it anew: a model trained with sections) or ``"exact"`` (it repeats
+        the notes of its first section exactly; with ``vary=True``, all but its last bar, which
+        is written anew); None: "sections" for a model with section tokens (without ``vary``),
+        else "exact" (the shipped model has none; asking it for "sections" is a BadInputError). With a form, ``chords`` apply to each section, or
         per letter: ``"A: C G Am F; B: F G Em Am"``. The dynamics' phrases are the sections.
 
         ``chords`` (``"Am F C G"``: one chord a bar, cycled over the bars; ``"Am:2 F:2 C G"``:
@@ -300,7 +303,9 @@ class Composer:
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key, tempo=tempo,
                            meter=meter, instruments=instruments, tags=tuple(tags), style=style, n=n, seed=seed,
                            temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p, in_key=in_key,
-                           leading_tone=leading_tone, chords=chords, form=form, vary=vary)
+                           leading_tone=leading_tone, chords=chords, form=form, vary=vary, repeat=repeat)
+        if cfg.form is not None:  # the model's way of returning, so the finishing knows it too
+            cfg = with_overrides(cfg, {"repeat": cfg.repeat_mode(self.tokenizer.has_sections)})
         key_name(key)  # a bad key fails before any work
         plan, sample = self._parts(cfg, None)
         with self._lock:

@@ -46,6 +46,8 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
           f"{s.duplicates} duplicates dropped, {s.skipped} skipped (see {s.out}/report.json)")
     if s.metre_note:
         print(f"metre: {s.metre_note}")
+    if s.read_note:
+        print(f"tempo: {s.read_note}")
     if not args.quiet:
         print(corpus.format_stats(corpus.corpus_stats(s.out)))
     if args.strict and s.skipped:
@@ -89,10 +91,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.continue_from:
         if args.meter is not None:
             raise BadInputError("--meter cannot be used with --continue: the clip brings its own meter")
-        if args.form is not None or args.vary:
-            raise BadInputError("--form and --vary apply to a new piece, not to --continue")
+        if args.form is not None or args.vary or args.repeat is not None:
+            raise BadInputError("--form, --repeat and --vary apply to a new piece, not to --continue")
     elif args.vary and args.form is None:
         raise BadInputError("--vary applies to a form: give --form too, e.g. --form AABA --vary")
+    elif args.repeat is not None and args.form is None:
+        raise BadInputError("--repeat applies to a form: give --form too, e.g. --form AABA --repeat exact")
     elif args.new_only:
         raise BadInputError("--new-only applies to --continue: give --continue CLIP.mid too")
     composer = _load_composer(args)
@@ -105,7 +109,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                         include_prompt=not args.new_only, chords=args.chords, **common)
     else:
         pieces = composer.generate(bars=args.bars, tempo=args.tempo, meter=args.meter or "4/4",
-                                   chords=args.chords, form=args.form, vary=args.vary, **common)
+                                   chords=args.chords, form=args.form, vary=args.vary, repeat=args.repeat,
+                                   **common)
     _write_pieces(args, pieces, stems, formats)
     return 0
 
@@ -240,10 +245,15 @@ def _add_generate_arguments(g: argparse.ArgumentParser) -> None:
                         "default: the model writes its own progression")
     g.add_argument("--form", metavar="LETTERS",
                    help="sections, e.g. AABA or ABAC (up to 8 letters): --bars split equally; a letter that "
-                        "returns repeats its first section's notes, a new letter continues. With a form, "
+                        "returns comes back as --repeat says, a new letter continues. With a form, "
                         '--chords apply to every section, or per letter: "A: C G Am F; B: F G Em Am"')
+    g.add_argument("--repeat", choices=["sections", "exact"], default=None,
+                   help="with --form, how a letter returns: sections (each section opens on its letter's "
+                        "section token and the model writes it; a model trained with sections), exact (a copy "
+                        "of its first section's notes). Default: sections when the model has section tokens "
+                        "and no --vary, else exact (the shipped model has none)")
     g.add_argument("--vary", action="store_true",
-                   help="with --form: write the last bar of each returning section anew")
+                   help="with --form (--repeat exact): write the last bar of each returning section anew")
     g.add_argument("--dynamics", choices=["mood", "flat"], default="mood",
                    help="mood (default): velocities follow the mood (happy/tense louder, sad/calm softer) "
                         "with a swell over each 4-bar phrase; flat: the model's own velocities")

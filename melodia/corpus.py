@@ -44,6 +44,7 @@ import math
 import multiprocessing as mp
 import os
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from .abc import abc_field, abc_pickup_onsets, fix_abc_pickup, split_abc
-from .errors import BadInputError, BadMidiError, MelodiaError
+from .errors import BadInputError, BadMidiError, MelodiaError, MelodiaWarning
 from .fileio import read_jsonl, write_bytes, write_json, write_jsonl
 from .labels import Label, label_from_path, read_labels_csv
 from .midifile import check_score, load_score
@@ -87,6 +88,7 @@ from .sources import (
     song_key,
     split_of,
 )
+from .values import count
 
 __all__ = [
     "M21_CONVERTER", "MANIFEST_FIELDS", "MIDI_SUFFIXES", "MIN_NOTES", "MUSIC21_OTHER", "POP909_SNAP", "READER",
@@ -103,6 +105,7 @@ MANIFEST_FIELDS = (
     "key", "key_source", "tempo", "tempo_known", "time_signature", "programs", "mood",
     "mood_source", "valence", "arousal", "tags", "chords", "chord_source", "progressions", "grid16",
     "grid_shift", "off_grid", "quantized", "pickup", "style", "sections", "section_fit", "declared_metre",
+    "read_notes",
 )
 
 if TYPE_CHECKING:
@@ -161,11 +164,25 @@ def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | Non
     Example: ``res = process_unit(Unit("midi", "/a/x.mid", "a/x.mid", "/a", "x.mid"), "C/pieces", "cache")``
     """
     res = UnitResult(unit)
-    pieces = Path(pieces_dir)
+    with warnings.catch_warnings(record=True) as caught:  # a file's reading notes go in its row
+        warnings.simplefilter("always", MelodiaWarning)
+        _process_unit(unit, Path(pieces_dir), cache_dir, labels, quantize, res)
+    notes = [str(w.message) for w in caught if issubclass(w.category, MelodiaWarning)]
+    for w in caught:
+        if not issubclass(w.category, MelodiaWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for row in res.rows:
+        if notes:
+            row["read_notes"] = notes
+    return res
+
+
+def _process_unit(unit: Unit, pieces: Path, cache_dir: str, labels: dict | None, quantize: bool,
+                  res: UnitResult) -> None:
     try:
         if unit.kind == "abc":
             _process_abc(unit, pieces, res)
-            return res
+            return
         data = Path(unit.path).read_bytes()
         label = None
         key = None
@@ -203,7 +220,6 @@ def process_unit(unit: Unit, pieces_dir: str, cache_dir: str, labels: dict | Non
         res.skipped.append({"path": unit.display, "reason": getattr(e, "problem", str(e))})
     except Exception as e:  # a bug or an unforeseen parser failure: report, keep building
         res.skipped.append({"path": unit.display, "reason": f"unexpected {e.__class__.__name__}: {e}"})
-    return res
 
 
 def _process_abc(unit: Unit, pieces: Path, res: UnitResult) -> None:
@@ -259,6 +275,8 @@ class BuildSummary:
     reused_units: int
     #: "11 of 20 files declared 1/4 or 2/4 were read as 4/4" (:func:`metre_note`), or None
     metre_note: str | None = None
+    #: "3 files had tempo changes under a 32nd note apart, merged (report.json: read_notes)", or None
+    read_note: str | None = None
 
 
 def default_cache_dir() -> Path:
@@ -308,7 +326,10 @@ def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | 
     write_jsonl(out / "manifest.jsonl", rows)
     write_json(out / "report.json", _report(sources, rows, skipped, dups))
     _remove_orphans(pieces_dir, rows)
-    return BuildSummary(out, len(rows), len(skipped), dups, len(todo), reused, metre_note(rows))
+    merged = sum(1 for r in rows if r.get("read_notes"))
+    read_note = (f"{count(merged, 'file')} had tempo changes under a 32nd note apart, merged on reading "
+                 "(report.json: read_notes)") if merged else None
+    return BuildSummary(out, len(rows), len(skipped), dups, len(todo), reused, metre_note(rows), read_note)
 
 
 def metre_note(rows: Iterable[dict]) -> str | None:
@@ -400,6 +421,8 @@ def _report(sources: list[str], rows: list[dict], skipped: list[dict], dups: int
         # MIDI files declaring 1/4 or 2/4 whose notes clearly say 3/4 or 4/4: read in that metre
         "metre_read": [{"path": r["path"], "declared": r["declared_metre"], "read_as": r["time_signature"]}
                        for r in rows if r.get("declared_metre")],
+        # what reading a file changed and said so (tempo changes under a 32nd note apart merged)
+        "read_notes": {r["path"]: r["read_notes"] for r in rows if r.get("read_notes")},
         "skipped": skipped,
         "sections": _section_summary(rows),
     }

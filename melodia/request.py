@@ -196,6 +196,7 @@ FIELDS: dict[str, Field] = {
     "chords": Field("str", max_len=512),
     "form": Field("str", max_len=16),
     "vary": Field("bool", default=DEFAULTS["vary"]),
+    "repeat": Field("str", max_len=16),  # "sections" or "exact" (GenerationConfig checks)
 }
 #: GenerationConfig fields a request cannot set, and why
 LEFT_OUT = {
@@ -308,9 +309,13 @@ def parse_request(body: Any, composer: "Composer", route: str) -> tuple[str, dic
     chords = FIELDS["chords"].read(body, "chords")
     if not has_prompt:
         form, vary = FIELDS["form"].read(body, "form"), FIELDS["vary"].read(body, "vary")
+        repeat = FIELDS["repeat"].read(body, "repeat")
         # the form and chords checked here, not after waiting for the model
-        _call(GenerationConfig(bars=kw["bars"], meter=meter or "4/4", chords=chords, form=form, vary=vary).validate)
-        kw.update(tempo=tempo, meter=meter or "4/4", chords=chords, form=form, vary=vary)
+        cfg = GenerationConfig(bars=kw["bars"], meter=meter or "4/4", chords=chords, form=form, vary=vary,
+                               repeat=repeat)
+        _call(cfg.validate)
+        _call(cfg.repeat_mode, composer.tokenizer.has_sections)  # "sections" of a model without them
+        kw.update(tempo=tempo, meter=meter or "4/4", chords=chords, form=form, vary=vary, repeat=repeat)
         return "generate", kw, options
     if route == "/infill":
         kw["bars"] = span
@@ -345,7 +350,7 @@ def _check_shape(body: Any, route: str) -> tuple[dict, tuple[int, int] | None, b
     if route == "/infill":
         span = _infill_span(body)
         body = {k: v for k, v in body.items() if k != "bars"}
-    for name in ("form", "vary"):
+    for name in ("form", "vary", "repeat"):
         if name in body and (has_prompt or route != "/generate"):
             raise bad(f"{name} applies to a new piece (POST /generate with no prompt)")
     if not has_prompt:

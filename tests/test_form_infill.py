@@ -72,7 +72,7 @@ def _bars_of(piece, first_bar, count):
 
 
 def test_form_aaba_repeats_a_and_b_differs(composer):
-    pieces = composer.generate(mood="happy", bars=16, form="AABA", n=2, seed=4)
+    pieces = composer.generate(mood="happy", bars=16, form="AABA", n=2, seed=4, repeat="exact")
     for p in pieces:
         assert p.bars == 16 and p.length_beats == 64.0
         assert max(n.end_beat for n in p.notes) <= 64.0 + 1e-9  # the last A's held notes are cut at the end
@@ -101,7 +101,7 @@ def test_form_chords_per_section(composer):
     at = {round(c.start_beat, 3): c.name for c in p.chords}
     assert [at.get(b * 4.0) for b in range(8)] == ["C", "G", "Am", "F", "Dm", "Em", "F", "G"]
     # plain chords with a form: every section starts them afresh (so a returning section has its chords)
-    p = composer.generate(bars=6, key="C major", form="ABA", chords="C G F", seed=3)[0]
+    p = composer.generate(bars=6, key="C major", form="ABA", chords="C G F", seed=3, repeat="exact")[0]
     at = {round(c.start_beat, 3): c.name for c in p.chords}
     assert [at.get(b * 4.0) for b in (0, 2, 4)] == ["C", "C", "C"]
     assert _bars_of(p, 5, 1) == _bars_of(p, 1, 1)
@@ -221,7 +221,7 @@ def test_cli_form_and_infill(tmp_path, tiny_model_dir, clip, capsys):
 
     out = tmp_path / "out"
     assert main(["generate", "--model", str(tiny_model_dir), "--mood", "sad", "--bars", "8", "--form", "ABAB",
-                 "--seed", "3", "--out", str(out)]) == 0
+                 "--repeat", "exact", "--seed", "3", "--out", str(out)]) == 0
     p = Piece.from_midi(out / "sad-3.mid")
     assert p.bars == 8 and _bars_of(p, 5, 1) == _bars_of(p, 1, 1) and _bars_of(p, 3, 2) != _bars_of(p, 1, 2)
     clip_path = clip.save(tmp_path / "clip.mid")
@@ -299,7 +299,8 @@ def test_server_infill_and_form(server, clip):
                                               "seed": 3, "include_prompt": False})
     assert status == 200, ans
     assert [c["name"] for c in ans["pieces"][0]["chords"]] == ["Dm", "G"]
-    status, ans = _post(server, "/generate", {"bars": 8, "form": "AABB", "seed": 5, "include_midi": False})
+    status, ans = _post(server, "/generate", {"bars": 8, "form": "AABB", "repeat": "exact", "seed": 5,
+                                               "include_midi": False})
     assert status == 200, ans
     p = Piece.from_notes(ans["pieces"][0]["notes"], tempo=ans["pieces"][0]["tempo"])
     assert _bars_of(p, 3, 2)[:3] == _bars_of(p, 1, 2)[:3]

@@ -260,3 +260,23 @@ def test_health_lists_the_notation_limits(composer):
     assert limits["musicxml"] == {"notes": MAX_NOTATION_NOTES, "measures": MAX_NOTATION_MEASURES,
                                   "changes": MAX_NOTATION_CHANGES}
     assert limits["prompt_notes"] == MAX_PROMPT_NOTES
+
+
+def test_corpus_build_reports_merged_tempos_once_not_per_file(tmp_path, capsys):
+    """A folder of files with dense tempo changes: the build says how many in one line and
+    lists them in report.json, instead of a warning per file over its progress bar."""
+    src = tmp_path / "midi"
+    src.mkdir()
+    for i in range(3):
+        dense_tempo_file(src / f"dense{i}.mid", bars=4 + i)
+    make_piece(src / "plain.mid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MelodiaWarning)  # none may escape the build
+        rc = main(["corpus", "build", str(src), "--out", str(tmp_path / "C"), "--workers", "1", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr()
+    assert "tempo: 3 files had tempo changes under a 32nd note apart, merged on reading" in out.out
+    assert "warning" not in out.err
+    report = json.loads((tmp_path / "C" / "report.json").read_text())
+    assert sorted(report["read_notes"]) == [f"midi/dense{i}.mid" for i in range(3)]
+    assert all("tempo changes merged" in n[0] for n in report["read_notes"].values())

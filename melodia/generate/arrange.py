@@ -443,7 +443,7 @@ def finish_piece(score: "symusic.Score", cfg: GenerationConfig, level: float | N
     if sections:  # a repeated last section may hold notes past the end: cut there
         score = midi_safe(clip_to_bars(score, cfg.bars))  # cuts first
     score = arrange_parts(score, plan)
-    if sections:
+    if sections and cfg.repeat != "sections":  # (with "sections" the model wrote every return anew)
         score = unify_sections(score, sections, cfg.vary)
     if cfg.tempo is not None:
         score.tempos.clear()

@@ -15,7 +15,7 @@ from ..music.keys import parse_key
 from ..music.meter import beats_per_bar, parse_meter
 from ..values import count, is_bool, is_int, is_number
 
-__all__ = ["GenerationConfig", "MAX_BARS", "MAX_N", "MAX_SECTIONS", "MAX_ONSETS", "DYNAMICS",
+__all__ = ["GenerationConfig", "MAX_BARS", "MAX_N", "MAX_SECTIONS", "MAX_ONSETS", "DYNAMICS", "REPEATS",
            "with_overrides", "check_context_bars", "Request", "key_name"]
 
 MAX_BARS = 64           # bars one request may ask for
@@ -25,6 +25,10 @@ MAX_ONSETS = 8          # notes one program may start at one position (a two-han
 #: ``dynamics`` values: "mood" shapes velocities after sampling (see
 #: :func:`melodia.generate.arrange.shape_dynamics`), "flat" keeps the model's own
 DYNAMICS = ("mood", "flat")
+#: ``repeat`` values: how a form's returning letter returns. "sections": the model writes every
+#: section, each opening on its letter's ``SECTION_`` token (a model trained with sections);
+#: "exact": a return copies its letter's first section note for note
+REPEATS = ("sections", "exact")
 
 
 @dataclass
@@ -49,8 +53,11 @@ class GenerationConfig:
       A minor: harmonic minor's major V chord). ``in_key=False``: any pitch.
     * harmony and form: ``chords`` (``"Am F C G"``, a chord a bar, cycled; ``"Am:2 F:2 …"``;
       with a form, per letter: ``"A: C G Am F; B: F G Em Am"``), ``chord_tones``,
-      ``tonic_frame``; ``form`` (``"AABA"``: equal sections, a returning letter repeats its
-      first section's notes) and ``vary`` (a return's last bar written anew).
+      ``tonic_frame``; ``form`` (``"AABA"``: equal sections) and how a letter returns,
+      ``repeat``: ``"sections"`` (each section opens on its letter's ``SECTION_`` token and the
+      model writes it: a model trained with sections) or ``"exact"`` (a return copies its
+      letter's first section note for note; ``vary``: its last bar written anew). None: "exact"
+      with ``vary`` or for a model without section tokens, else "sections".
 
     Example:
         >>> cfg = GenerationConfig(bars=16, mood="happy", key="G major", tempo=120, n=4, seed=7)
@@ -78,8 +85,9 @@ class GenerationConfig:
     chords: str | Sequence[str] | None = None  # "Am F C G" (a chord a bar, cycled) or "Am:2 F:2 …"; None: the model's
     chord_tones: bool = True  # with chords asked for: notes on their tones (the melody's off-beat notes free)
     tonic_frame: bool = True  # no chords asked for, a key known: each 4-bar phrase and the last bar open on the tonic
-    form: str | None = None   # "AABA": equal sections; a returning letter repeats its first section's notes
-    vary: bool = False        # with form: a returning section's last bar is written anew
+    form: str | None = None   # "AABA": equal sections, each returning letter as ``repeat`` says
+    vary: bool = False        # with form and repeat "exact": a returning section's last bar is written anew
+    repeat: str | None = None  # with form: "sections" or "exact" (REPEATS); None: the model's way (see above)
 
     def validate(self) -> None:
         """Raise :class:`BadInputError` naming the first bad value. Example: ``cfg.validate()``."""
@@ -114,6 +122,14 @@ class GenerationConfig:
             raise BadInputError(f"vary {self.vary!r}: must be true or false")
         if self.vary and self.form is None:
             raise BadInputError("vary applies to a form: give a form such as \"AABA\" too")
+        if self.repeat is not None:
+            if self.repeat not in REPEATS:
+                raise BadInputError(f"repeat {self.repeat!r}: must be one of {', '.join(REPEATS)}")
+            if self.form is None:
+                raise BadInputError("repeat applies to a form: give a form such as \"AABA\" too")
+            if self.vary and self.repeat == "sections":
+                raise BadInputError("vary changes the last bar of an exact repeat; with repeat \"sections\" "
+                                    "the model writes every bar anew (use repeat \"exact\" with vary)")
         self.sections()
         if self.chords is not None:
             self.progression()
@@ -144,6 +160,22 @@ class GenerationConfig:
             out.append((letter, k * size, size, first.get(letter)))
             first.setdefault(letter, k * size)
         return out
+
+    def repeat_mode(self, has_sections: bool) -> str | None:
+        """How a returning letter returns for a model with (``has_sections``) or without section
+        tokens: ``repeat`` itself, or its default; None with no form. BadInputError for
+        "sections" asked of a model without section tokens.
+
+        Example: ``GenerationConfig(bars=16, form="AABA").repeat_mode(True)  # 'sections'``
+        """
+        if self.form is None:
+            return None
+        mode = self.repeat or ("sections" if has_sections and not self.vary else "exact")
+        if mode == "sections" and not has_sections:
+            raise BadInputError("repeat \"sections\": this model has no section tokens (it was trained "
+                                "without phrase sections), so it cannot write a form's sections itself; use "
+                                "repeat \"exact\" (a returning section copies its first one's notes)")
+        return mode
 
     def progression(self) -> list:
         """The chords asked for as ``(start beat, length, Chord)`` over the bars, or [] (see

@@ -7,8 +7,11 @@ position (per program). A token may follow when:
 ==============  ===========================================================================
 after           may come
 ==============  ===========================================================================
-(start)         ``Bar`` (then the forced opening: ``TimeSig_<meter>``, ``Position_0``, ``Tempo``)
-``Bar``         ``TimeSig_<meter>`` (the requested meter, every bar; no meter changes)
+(start)         ``Bar`` (then the forced opening: ``TimeSig_<meter>``, ``Position_0``, ``Tempo``;
+                an optional ``SECTION`` between ``Bar`` and ``TimeSig``)
+``Bar``         ``SECTION_<letter>`` (a tokenizer with sections), ``TimeSig_<meter>`` (the requested
+                meter, every bar; no meter changes)
+``SECTION``     ``TimeSig_<meter>`` (so at most one section token a bar)
 ``TimeSig``     ``Position_p`` (any p below the bar length), ``Bar`` (an empty bar)
 ``Position_p``  ``Program`` (an allowed instrument)
 ``Tempo``       ``Program``, ``Position_q`` (q > p), ``Bar``
@@ -18,6 +21,8 @@ after           may come
 ``Duration``    ``Program``, ``Position_q`` (q > p), ``Bar`` (if bars remain), ``EOS`` (in the last bar)
 ==============  ===========================================================================
 
+A section token (``SECTION_A`` …, :mod:`melodia.sections`) marks the bar where a phrase starts;
+a tokenizer without them has no such ids and its masks are those of a grammar without the row.
 ``Bar`` is refused once the requested bars have started and ``EOS`` is allowed only in the last
 bar after a complete note, so the decoded MIDI has exactly the requested bars: its last bar holds
 a note onset and no note ends after it. Tempo appears once, in the opening (no tempo changes).
@@ -29,7 +34,8 @@ duration at the current position, latest end after an inner position, internal v
 step's mask is a handful of numpy comparisons, cached per compact state (phase, position, bars
 left, drum); pitches already started are removed by per-(program, pitch) index lists. When the
 token budget (``max_tokens``) is nearly spent, a *finishing* mode allows only the shortest way
-to a valid end (close the note, empty bars, one note, EOS), so even an untrained model ends well.
+to a valid end (close the note, empty bars, one note, EOS), so even an untrained model ends well;
+it writes no section token. Sections asked for (a form) are a *section plan*: :meth:`Grammar.section_mask`.
 
 Example: ``m = Grammar(Vocab(tok, tok.vocab_size), (4, 4), frozenset({0, 1})).mask(State(total=4))``
 """
@@ -43,6 +49,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..music.harmony import chord_from_token_name
+from ..sections import SECTION_TOKEN
 from ..tokenizer import BOS_ID, EOS_ID, PAD_ID
 from .config import MAX_ONSETS
 
@@ -52,13 +59,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..tokenizer import MelodiaTokenizer
 
 # base token type codes
-BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, EOS_T, OTHER, START, CHORD = range(13)
+BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, EOS_T, OTHER, START, CHORD, SECTION = range(14)
 _NCODES = 16  # size of the per-type lookup arrays
 _TYPE_CODE = {"Bar": BAR, "TimeSig": TSIG, "Position": POS, "Tempo": TEMPO, "Program": PROG,
               "Pitch": PITCH, "PitchDrum": DRUM, "Velocity": VEL, "Duration": DUR}
 _NEXT = {  # type transitions inside a sequence (bar count, EOS and values checked elsewhere)
-    BAR: {TSIG}, TSIG: {POS, BAR}, POS: {PROG, CHORD}, TEMPO: {PROG, POS, BAR, CHORD}, PROG: {PITCH, DRUM},
-    PITCH: {VEL}, DRUM: {VEL}, VEL: {DUR}, DUR: {PROG, POS, BAR}, CHORD: {PROG, POS, BAR},
+    BAR: {TSIG, SECTION}, TSIG: {POS, BAR}, POS: {PROG, CHORD}, TEMPO: {PROG, POS, BAR, CHORD},
+    PROG: {PITCH, DRUM}, PITCH: {VEL}, DRUM: {VEL}, VEL: {DUR}, DUR: {PROG, POS, BAR}, CHORD: {PROG, POS, BAR},
+    SECTION: {TSIG},
 }
 _BIG = 1 << 30
 
@@ -112,16 +120,21 @@ class Vocab:
         specials |= {i for t, i in remi.vocab.items() if t.split("_")[0] in ("PAD", "BOS", "EOS", "MASK")}
         self.seqs: list[tuple[tuple[int, int, str], ...]] = []
         other = ((OTHER, 0, ""),)
+        n_ctrl = len(tok.controls)
         for i in range(size):
+            ctrl = tok.controls[i - self.base_size] if 0 <= i - self.base_size < n_ctrl else ""
             if i == EOS_ID:
                 self.seqs.append(((EOS_T, 0, "EOS_None"),))
-            elif i >= self.base_size and i - self.base_size < len(tok.controls) \
-                    and tok.controls[i - self.base_size].startswith("Chord_"):
-                self.seqs.append(((CHORD, i, tok.controls[i - self.base_size]),))  # a chord change (value: its id)
+            elif ctrl.startswith("Chord_"):
+                self.seqs.append(((CHORD, i, ctrl),))  # a chord change (value: its id)
+            elif ctrl.startswith(SECTION_TOKEN):
+                self.seqs.append(((SECTION, i, ctrl),))  # a phrase starts in this bar (value: its id)
             elif i in specials or i >= self.base_size:
                 self.seqs.append(other)
             else:
                 self.seqs.append(tuple(parse(t) for t in tok.base_tokens(i)))
+        #: every section token id (none for a tokenizer without sections)
+        self.section_ids = [i for i, s in enumerate(self.seqs) if s and s[0][0] == SECTION]
         self.by_first: dict[str, list[int]] = {}
         for i, s in enumerate(self.seqs):
             if s and s[0][0] != OTHER:
@@ -146,10 +159,13 @@ class State:
     done: bool = False
     plan: tuple = ()        # chords asked for, still to write: (bar 1.., position, chord id), in order
     chord: int = -1         # id of the chord token in force (-1: none yet)
+    sections: tuple = ()    # sections asked for, still to write: (bar 1.., section id), in order; a last
+    #                         (bar, -1) marks that the model writes none of its own (see Grammar.section_mask)
 
     def copy(self) -> "State":
         return State(self.total, self.phase, self.bar, self.pos, self.prog,
-                      {p: set(s) for p, s in self.here.items()}, self.forced, self.done, self.plan, self.chord)
+                      {p: set(s) for p, s in self.here.items()}, self.forced, self.done, self.plan, self.chord,
+                      self.sections)
 
 
 class Grammar:
@@ -182,6 +198,7 @@ class Grammar:
         self._slow_cache: dict[tuple, "torch.Tensor"] = {}
         self._here_cache: dict[tuple, "torch.Tensor"] = {}
         self._plan_cache: dict[tuple, "torch.Tensor"] = {}
+        self._section_cache: dict[tuple, "torch.Tensor"] = {}
         self._plan_far = int(self.nbars.max(initial=0)) + 1  # a slot this many bars on: every id stays short of it
         self.eos_only = torch.zeros(vocab.size, dtype=torch.bool)
         self.eos_only[EOS_ID] = True
@@ -273,7 +290,7 @@ class Grammar:
                     dc = max(dc, v)
                 else:
                     er = max(er, bars_in * L + pos + v)
-            elif t not in (VEL, CHORD):
+            elif t not in (VEL, CHORD, SECTION):
                 ok = False  # Tempo (only in the forced opening), specials, controls
             if not ok:
                 break
@@ -289,7 +306,9 @@ class Grammar:
         V = len(seqs)
         last_pos = np.full(V, -1, np.int64)
         ends_pos = np.zeros(V, bool)
+        ends_bar = np.zeros(V, bool)
         is_chord = np.zeros(V, bool)
+        is_section = np.zeros(V, bool)
         for i, seq in enumerate(seqs):
             if not seq:
                 continue
@@ -299,8 +318,11 @@ class Grammar:
                 elif t == POS:
                     last_pos[i] = v
             ends_pos[i] = seq[-1][0] == POS
+            ends_bar[i] = seq[-1][0] == BAR
             is_chord[i] = seq[0][0] == CHORD
+            is_section[i] = seq[0][0] == SECTION
         self.last_pos, self.ends_pos, self.is_chord = last_pos, ends_pos, is_chord
+        self.ends_bar, self.is_section = ends_bar, is_section
         self._chord_ok: dict[int | tuple, "torch.Tensor"] = {}  # per chord id; (id, "free"): with passing tones
         self._no_new_place = torch.from_numpy(np.array(
             [bool(seq) and all(t not in (BAR, POS, PROG) for t, _, _ in seq) for seq in seqs]))
@@ -316,10 +338,12 @@ class Grammar:
         for t, v, text in seq:
             forced = False
             if st.forced:
-                if text not in st.forced[0]:
-                    return False
-                st.forced = st.forced[1:]
-                forced = True
+                if text in st.forced[0]:
+                    st.forced = st.forced[1:]
+                    forced = True
+                elif not (t == SECTION and st.phase == BAR
+                          and not any(x.startswith(SECTION_TOKEN) for x in st.forced[0])):
+                    return False  # (a section token where the opening names none is optional: judged below)
             p = st.phase
             if t == BAR:
                 if p not in (START, TSIG, TEMPO, DUR, CHORD) or st.bar >= N:
@@ -327,7 +351,10 @@ class Grammar:
                 st.bar += 1
                 st.pos, st.here, ext = -1, {}, False
             elif t == TSIG:
-                if p != BAR or v != self.meter:
+                if p not in (BAR, SECTION) or v != self.meter:
+                    return False
+            elif t == SECTION:
+                if p != BAR:
                     return False
             elif t == POS:
                 if p not in (TSIG, TEMPO, DUR, CHORD) or not st.pos < v < L:
@@ -398,6 +425,8 @@ class Grammar:
         m = torch.zeros(self.vocab.size, dtype=torch.bool)
         cands = [i for text in st.forced[0] for i in self.vocab.by_first.get(text, ())] if st.forced \
             else range(self.vocab.size)
+        if st.forced and st.phase == BAR:
+            cands = [*cands, *self.vocab.section_ids]  # optional after the opening's Bar
         for i in cands:
             if self.legal(st, i):
                 m[i] = True
@@ -503,6 +532,42 @@ class Grammar:
             return free
         return ok
 
+    def section_mask(self, st: State) -> "torch.Tensor | None":
+        """For a state with a section plan (a form asked for): only the planned section id when
+        the sequence stands on its bar's ``Bar``; before it, the ids that reach that ``Bar`` and
+        stop there (a BPE id that merges ``Bar`` with what follows would leave no room for it)
+        or stay short of it; and no section id the plan does not name (after the plan's last
+        entry, a ``-1`` marker, none at all). None: no plan.
+
+        Example: ``m = grammar.mask(st) & grammar.section_mask(st)``
+        """
+        if not st.sections:
+            return None
+        b, sid = st.sections[0]
+        on = st.phase == BAR and st.bar == b
+        # cached by the bars to the next planned one (all alike beyond what any id spans); a shared tensor
+        key = (min(b - st.bar, self._plan_far), sid, on)
+        m = self._section_cache.get(key)
+        if m is None:
+            if len(self._section_cache) > 4096:
+                self._section_cache.clear()
+            m = self._section_cache[key] = self._section_mask(st, b, sid, on)
+        return m
+
+    def _section_mask(self, st: State, b: int, sid: int, on: bool) -> "torch.Tensor":
+        import torch  # heavy: loaded on first use
+
+        if on and sid >= 0:
+            m = torch.zeros(self.vocab.size, dtype=torch.bool)
+            m[sid] = True
+            return m
+        ok = ~self.is_section
+        if sid >= 0:
+            reach = st.bar + self.nbars
+            ok &= (reach < b) | ((reach == b) & self.ends_bar)
+            ok[EOS_ID] = False
+        return torch.from_numpy(ok)
+
     def exclude(self, st: State, m: "torch.Tensor") -> None:
         """Remove from ``m`` the ids that would restart a pitch at the current position."""
         for p, started in st.here.items():
@@ -524,7 +589,7 @@ class Grammar:
 
     def finish_needed(self, st: State) -> int:
         """An upper bound on the ids needed to end validly from ``st`` (finishing mode)."""
-        return 10 + 2 * (st.total - st.bar) + len(st.forced)
+        return 10 + 2 * (st.total - st.bar) + len(st.forced) + len(st.sections)
 
     def track(self, st: State, seq: Sequence[tuple[int, int, str]]) -> None:
         """Follow a prompt's tokens without judging them (continuation context)."""
@@ -540,7 +605,7 @@ class Grammar:
                 st.here.setdefault(st.prog, set()).add(v)
             elif t == CHORD:
                 st.chord = v
-            if t != OTHER:
+            if t != OTHER:  # (a section token too: what follows it is what follows a Bar)
                 st.phase = t
 
 
@@ -548,20 +613,20 @@ def _phase_tables() -> tuple[dict, dict]:
     """Per (phase, drum) the token types an id may start with, and per (phase, bars remain) the
     ones finishing mode allows (lookup arrays by type code)."""
     first = {}
-    for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, CHORD):
+    for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, CHORD, SECTION):
         for drum in (False, True):
-            allowed = {BAR: {TSIG}, TSIG: {POS, BAR}, POS: {PROG, CHORD}, TEMPO: {PROG, POS, BAR, CHORD},
+            allowed = {BAR: {TSIG, SECTION}, TSIG: {POS, BAR}, POS: {PROG, CHORD}, TEMPO: {PROG, POS, BAR, CHORD},
                        PROG: {DRUM} if drum else {PITCH}, PITCH: {VEL}, DRUM: {VEL},
-                       VEL: {DUR}, DUR: {PROG, POS, BAR}, CHORD: {PROG, POS, BAR}}[phase]
+                       VEL: {DUR}, DUR: {PROG, POS, BAR}, CHORD: {PROG, POS, BAR}, SECTION: {TSIG}}[phase]
             arr = np.zeros(_NCODES, bool)
             arr[list(allowed)] = True
             first[phase, drum] = arr
-    finish = {}
-    for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, CHORD):
+    finish = {}  # (never a section token)
+    for phase in (BAR, TSIG, POS, TEMPO, PROG, PITCH, DRUM, VEL, DUR, CHORD, SECTION):
         for more in (False, True):
             allowed = {BAR: {TSIG}, TSIG: {BAR} if more else {POS}, TEMPO: {BAR} if more else {POS},
                        POS: {PROG}, PROG: {PITCH, DRUM}, PITCH: {VEL}, DRUM: {VEL}, VEL: {DUR},
-                       DUR: {BAR} if more else set(), CHORD: {BAR} if more else {PROG}}[phase]
+                       DUR: {BAR} if more else set(), CHORD: {BAR} if more else {PROG}, SECTION: {TSIG}}[phase]
             arr = np.zeros(_NCODES, bool)
             arr[list(allowed)] = True
             finish[phase, more] = arr

@@ -18,6 +18,7 @@ from ..midifile import load_score
 from ..music.keys import estimate_clip_key
 from ..music.meter import bar_starts, ticks_per_bar, time_signatures
 from ..music.metre_detect import declared_metre, metre_correction, set_metre
+from ..sections import insert_sections
 from ..tokenizer import (
     chord_positions,
     encode_bars,
@@ -64,8 +65,8 @@ class PromptMixin:
         """A prompt as the model reads it: ``(orig, cfg, shift, meter, bars, tempos)`` where
         ``orig`` is the loaded score, ``cfg`` has the prompt's own key where none was given,
         ``shift`` the semitones the key-normalised notes move back by, ``meter`` the prompt's
-        last meter, ``bars`` one array of REMI base ids per bar of the prompt (chords inserted,
-        trailing bars its last notes sound in added) and ``tempos[k]`` the Tempo id in force
+        last meter, ``bars`` one array of REMI base ids per bar of the prompt (chords and sections
+        inserted, trailing bars its last notes sound in added) and ``tempos[k]`` the Tempo id in force
         when bar ``k`` starts (None before any). The clip is read by :func:`read_clip` (its
         metre) and its key estimated by :func:`melodia.music.keys.estimate_clip_key`; what
         they had to say is in ``self.notes``."""
@@ -101,6 +102,8 @@ class PromptMixin:
 
             base = insert_chords(self.tok, base, chord_positions(pre, remi, -shift))
         bar_id = remi.vocab["Bar_None"]
+        # its section markers as section tokens after their Bars (a model with sections; else none)
+        base = insert_sections(base, self.tok.section_positions(orig), bar_id)
         all_bars = split_bars(base, bar_id)
         n_orig = len(bar_starts(orig))
         ts_id = remi.vocab[f"TimeSig_{meter[0]}/{meter[1]}"]

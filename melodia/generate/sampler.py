@@ -22,6 +22,7 @@ from ..music.instruments import DEFAULT_PROGRAMS, resolve_instruments
 from ..music.keys import KEY_NAMES, key_from_token_name, parse_key, scale_of, scale_with_chord
 from ..music.meter import beats_per_bar, parse_meter
 from ..music.moods import mood_defaults, resolve_mood
+from ..sections import section_letter
 from ..tokenizer import EOS_ID
 from .config import GenerationConfig, Request, key_name, with_overrides
 from .grammar import BAR, Grammar, State, Vocab
@@ -247,12 +248,17 @@ class Generator(PromptMixin):
         req = req if req is not None else self.resolve(cfg)
         cond, uncond = self.controls(req)
         g = self.grammar(meter, progs)
-        opening = (frozenset(["Bar_None"]), frozenset([f"TimeSig_{meter[0]}/{meter[1]}"]),
+        sections = self.section_plan(cfg)
+        first = ()  # a section asked for at bar 1 stands in the opening, between Bar and TimeSig
+        if sections and sections[0][0] == 1:
+            first, sections = (frozenset([self.vocab.seqs[sections[0][1]][0][2]]),), sections[1:]
+        opening = (frozenset(["Bar_None"]), *first, frozenset([f"TimeSig_{meter[0]}/{meter[1]}"]),
                    frozenset(["Position_0"]), self._opening_tempos(cfg, req.band))
         plan = self.chord_plan(cfg, meter, req)
         if not plan and cfg.in_key and cfg.tonic_frame and self.tok.has_chords:
             plan = self.tonic_plan(cfg, req)
-        return g, cond, uncond, [State(total=cfg.bars, forced=opening, plan=plan) for _ in range(cfg.n)], req
+        return g, cond, uncond, [State(total=cfg.bars, forced=opening, plan=plan, sections=sections)
+                                 for _ in range(cfg.n)], req
 
     def _opening_tempos(self, cfg: GenerationConfig, band: tuple[float, float] | None) -> frozenset:
         """The Tempo tokens the opening may take: the one nearest ``cfg.tempo``, else the mood's
@@ -278,6 +284,32 @@ class Generator(PromptMixin):
         idx = KEY_NAMES.index(parse_key(key))
         tonic = self.tok.chord_id(Chord(idx % 12, "min" if idx >= 12 else "maj"))
         return tuple((b, 0, tonic) for b in sorted({1, cfg.bars, *range(5, cfg.bars + 1, 4)}))
+
+    def section_plan(self, cfg: GenerationConfig) -> tuple:
+        """A form's sections as the grammar's section plan: ``(bar 1.., section id)`` at the first
+        bar of every section the model writes (with ``repeat`` "sections" all of them, with
+        "exact" those not copied: a copy brings its own), then the marker ``(bars + 1, -1)``:
+        no section token but these. () with no form or for a model without section tokens.
+        A form letter is the section token of :func:`melodia.sections.section_letter` (A-D, X;
+        a later letter is D): two letters of one form on one token are a BadInputError.
+
+        Example: ``gen.section_plan(GenerationConfig(bars=16, form="AABA"))  # ((1, A), (5, A), (9, B), …)``
+        """
+        mode = cfg.repeat_mode(self.tok.has_sections)
+        if mode is None or not self.tok.has_sections:
+            return ()
+        ids = {letter: i for i, letter in self.tok.section_ids().items()}
+        copied = _Rows.copies_of(cfg) if mode == "exact" else {}
+        plan, by_token = [], {}
+        for letter, first, _, _ in cfg.sections():
+            token = section_letter(letter)
+            if by_token.setdefault(token, letter) != letter:
+                raise BadInputError(f"form {cfg.form!r}: this model's section tokens name A, B, C, D and X; "
+                                    f"{letter} and {by_token[token]} would both be section {token} (use other "
+                                    "letters, or repeat \"exact\")")
+            if first + 1 not in copied and token in ids:
+                plan.append((first + 1, ids[token]))
+        return tuple(plan) + ((cfg.bars + 1, -1),)
 
     def chord_plan(self, cfg: GenerationConfig, meter: tuple[int, int], req: Request | None = None) -> tuple:
         """``cfg.chords`` as the grammar's plan: ``(bar 1.., position, chord id)`` at every chord
@@ -326,7 +358,7 @@ class Generator(PromptMixin):
         guided = cfg.guidance != 1.0 and list(cond) != list(uncond)  # no mood/key: nothing to guide
         rows = [list(cond) for _ in range(n)] + ([list(uncond) for _ in range(n)] if guided else [])
         budget = cfg.token_budget()
-        book = _Rows(n, cfg)
+        book = _Rows(n, cfg, exact=cfg.repeat_mode(self.tok.has_sections) == "exact")
         bar_or_end = None
         if book.copies:
             bar_or_end = torch.zeros(self.vocab.size, dtype=torch.bool)
@@ -399,6 +431,9 @@ class Generator(PromptMixin):
                 left = budget - book.sampled[r]
                 finish = left <= g.finish_needed(st) + 2 * max(len(st.plan) - 1, 0)
                 m = g.mask(st, finish)
+                sm = g.section_mask(st) if st.sections else None
+                if sm is not None:  # a section plan (a form): kept where it leaves any id (finishing may not)
+                    m = self._section_combo(m, sm)
                 pm = g.plan_mask(st) if st.plan else None
                 cm = None
                 if st.plan and st.plan[-1][2] < 0 and chord_tones:  # chords asked for: notes on their tones
@@ -416,6 +451,16 @@ class Generator(PromptMixin):
         if len(rows) == 1:
             return rows[0][0], [rows[0][1]], rows[0][2]
         return torch.cat([h[0] for h in rows]), [h[1] for h in rows], max(h[2] for h in rows)
+
+    def _section_combo(self, m: "torch.Tensor", sm: "torch.Tensor") -> "torch.Tensor":
+        """``m & sm`` where that leaves some id legal, else ``m``: cached by the pieces' identity
+        like :meth:`_step_mask`'s combinations, so it is a shared tensor too."""
+        key = ("section", id(m), id(sm))
+        hit = self._combos.get(key)
+        if hit is None:
+            both = m & sm
+            hit = self._combos[key] = (both if bool(both.any()) else m, (m, sm))
+        return hit[0]
 
     @staticmethod
     def _combine(m: "torch.Tensor", pm: "torch.Tensor | None", cm: "torch.Tensor | None",
@@ -507,6 +552,9 @@ class Generator(PromptMixin):
                 raise RuntimeError(f"generate: sampled illegal id {i} ({self.tok.id_to_token(i)})")
             if st.plan and i == st.plan[0][2] and st.bar == st.plan[0][0]:
                 st.plan = st.plan[1:]
+            if st.sections and st.sections[0][1] >= 0 and (st.bar > st.sections[0][0] or (
+                    st.bar == st.sections[0][0] and st.phase != BAR)):
+                st.sections = st.sections[1:]  # its section written (or passed by finishing mode)
             out[r].append(i)
 
 
@@ -514,16 +562,21 @@ class _Rows:
     """Per-sequence bookkeeping of one sampling run: the ids written, where each bar opened,
     ids still to copy for a returning section, whether a copy just ended, ids sampled."""
 
-    def __init__(self, n: int, cfg: GenerationConfig):
-        # form: a returning section copies the ids of its letter's first section (all its bars,
-        # or all but the last with ``vary``); copied ids are fed, not sampled, and cost no budget
-        self.copies = {first + 1: (src + 1, size - int(cfg.vary)) for _, first, size, src in cfg.sections()
-                       if src is not None and size - int(cfg.vary) > 0}
+    def __init__(self, n: int, cfg: GenerationConfig, exact: bool = True):
+        self.copies = self.copies_of(cfg) if exact else {}
         self.out: list[list[int]] = [[] for _ in range(n)]
         self.bar_at: list[dict[int, int]] = [{} for _ in range(n)]   # bar (1..) → index in out[r] that opened it
         self.queue: list[list[int]] = [[] for _ in range(n)]        # ids still to copy
         self.need_bar = [False] * n   # a copy just ended: the next id opens a bar (or ends the piece)
         self.sampled = [0] * n
+
+    @staticmethod
+    def copies_of(cfg: GenerationConfig) -> dict[int, tuple[int, int]]:
+        """A form's exact repeats, ``{first bar of a return (1..): (first bar it copies, bars)}``:
+        a returning section copies the ids of its letter's first section (all its bars, or all
+        but the last with ``vary``); copied ids are fed, not sampled, and cost no budget."""
+        return {first + 1: (src + 1, size - int(cfg.vary)) for _, first, size, src in cfg.sections()
+                if src is not None and size - int(cfg.vary) > 0}
 
 
 def _keep_recent(rows: list[list[int]], n_ctrl: int, length: int) -> list[list[int]]:
