@@ -378,5 +378,23 @@ def test_main_composes_a_form_with_chords(server):
     assert not fake.messages, fake.messages
     (item,) = fake.items
     notes = _beats(fake, item)
-    first = [(s, d, c, p) for s, d, c, p, v in notes if s < 8]
-    assert first and [(s - 8, d, c, p) for s, d, c, p, v in notes if s >= 8] == first  # A, then A again
+    # the form and chords reached the server: the item is what it writes for them. The test
+    # model knows section tokens, so A returns as the model writes it (repeat "sections"), not
+    # as a copy; the same request with repeat "exact" copies A note for note.
+    import json
+    import urllib.request
+
+    def ask(**extra):
+        body = {"mood": "happy", "bars": 4, "tempo": 120.0, "meter": "4/4", "key": "C major", "seed": 5,
+                "n": 1, "chords": "C G", "form": "AA", "include_midi": False, **extra}
+        req = urllib.request.Request(server.url + "/generate", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        piece = json.loads(urllib.request.urlopen(req, timeout=120).read())["pieces"][0]
+        chans = mod.channel_map(piece["notes"])
+        return sorted((round(n["start_beat"], 6), round(n["duration_beats"], 6), chans[n["program"]], n["pitch"],
+                       n["velocity"]) for n in piece["notes"])
+
+    assert notes and notes == ask()
+    copied = ask(repeat="exact")
+    first = [(s, d, c, p) for s, d, c, p, v in copied if s < 8]
+    assert first and [(s - 8, d, c, p) for s, d, c, p, v in copied if s >= 8] == first  # A, then A again
