@@ -335,11 +335,13 @@ def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | 
 def metre_note(rows: Iterable[dict]) -> str | None:
     """How many MIDI files declaring 1/4 or 2/4 were read in another metre
     (:func:`melodia.prepare.metre_check`): ``"11 of 20 files declared 1/4 or 2/4 were read as
-    4/4"``; None when no file declared them.
+    4/4"``; None when no file declared them. Only plain MIDI files are checked: POP909 is read on
+    its annotated beats and music21's works on their own bar lines (their 2/4 is the music's).
 
     Example: ``metre_note(load_manifest("C"))``
     """
-    short = [r for r in rows if r.get("declared_metre") or r.get("time_signature") in ("1/4", "2/4")]
+    short = [r for r in rows if r.get("declared_metre")
+             or (r.get("source") == "midi" and r.get("time_signature") in ("1/4", "2/4"))]  # the files checked
     if not short:
         return None
     read = Counter(r["time_signature"] for r in short if r.get("declared_metre"))

@@ -134,3 +134,15 @@ def test_a_four_four_clip_is_read_as_written(tmp_path):
     path = make_piece(tmp_path / "c.mid", bars=8)
     score, notes = read_clip(str(path))
     assert notes == [] and [(t.numerator, t.denominator) for t in score.time_signatures] == [(4, 4)]
+
+
+def test_metre_note_counts_only_the_files_it_checked():
+    """A folk tune from music21 in 2/4 is in 2/4: the build's line must not count it among the
+    files 'declared 1/4 or 2/4' (it said '0 of 3563 files …' for the default corpus)."""
+    from melodia.corpus import metre_note
+
+    folk = [{"source": "music21", "time_signature": "2/4"}] * 5
+    assert metre_note(folk) is None
+    user = [{"source": "midi", "time_signature": "4/4", "declared_metre": "2/4"},
+            {"source": "midi", "time_signature": "2/4"}]
+    assert metre_note(folk + user) == "1 of 2 files declared 1/4 or 2/4 were read as 4/4 (report.json: metre_read)"
