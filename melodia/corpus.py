@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from .abc import abc_field, abc_pickup_onsets, fix_abc_pickup, split_abc
 from .errors import BadInputError, BadMidiError, MelodiaError, MelodiaWarning
+from .fileio import cache_dir as melodia_cache_dir
 from .fileio import read_jsonl, write_bytes, write_json, write_jsonl
 from .labels import Label, label_from_path, read_labels_csv
 from .midifile import check_score, load_score
@@ -280,13 +281,11 @@ class BuildSummary:
 
 
 def default_cache_dir() -> Path:
-    """``$MELODIA_CACHE`` or ``~/.cache/melodia`` (music21 exports live here).
+    """melodia's cache folder (:func:`melodia.fileio.cache_dir`; music21 exports live here).
 
     Example: ``default_cache_dir() / "music21-export"``
     """
-    base = os.environ.get("MELODIA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "melodia")
-    return Path(base)
+    return melodia_cache_dir()
 
 
 def build_corpus(sources: Iterable[str], out: str | os.PathLike, workers: int | None = None,

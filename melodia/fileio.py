@@ -33,6 +33,17 @@ from .errors import BadInputError, MelodiaError, OutputExistsError
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 
 
+def cache_dir() -> Path:
+    """melodia's cache folder: ``$MELODIA_CACHE``, else ``$XDG_CACHE_HOME/melodia``, else
+    ``~/.cache/melodia`` (music21 exports, the precision probe's answers). Not created here.
+
+    Example: ``cache_dir() / "music21-export"``
+    """
+    base = os.environ.get("MELODIA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "melodia")
+    return Path(base)
+
+
 def check_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Check that ``path`` can be the folder a command writes into, before any work starts.
 

@@ -20,14 +20,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError
-from ..fileio import write_json
+from ..fileio import cache_dir, write_json
 
 __all__ = ["PRECISIONS", "has_fbgemm_fp16", "TRAIN_MIN_SPEEDUP", "DECODE_MIN_SPEEDUP", "bf16_speedup", "choose_precision",
            "machine_key", "probe_cache_path"]
@@ -42,9 +41,7 @@ DECODE_MIN_SPEEDUP = 1.5
 
 def probe_cache_path() -> Path:
     """``precision.json`` in melodia's cache folder. Example: ``probe_cache_path().name == "precision.json"``."""
-    base = os.environ.get("MELODIA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "melodia")
-    return Path(base) / "precision.json"
+    return cache_dir() / "precision.json"
 
 
 def _cpu_name() -> str:
