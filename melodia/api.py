@@ -333,7 +333,8 @@ class Composer:
         notes (:class:`Note` objects or dicts, see :func:`notes_to_score`). ``tempo`` and
         ``meter`` describe a notes prompt (default 120 qpm, 4/4); a MIDI, Piece or Score prompt
         brings its own, and giving them then is an error. The new bars keep the prompt's last
-        tempo and meter. With ``include_prompt`` (default) each piece holds the prompt unchanged
+        tempo and meter. What reading the prompt changed (dense tempo changes merged, a metre
+        its notes contradict) is said in each piece's ``warnings``, never as a Python warning. With ``include_prompt`` (default) each piece holds the prompt unchanged
         followed by the new bars; without it, only the new bars, starting at beat 0. ``key``
         None means the prompt's own key (estimated from its notes; the pieces' ``key`` says
         which; the new bars keep to its scale unless ``in_key=False``). Other arguments as in
@@ -346,7 +347,9 @@ class Composer:
         level = dynamics_level(dynamics, mood_name, arousal)
         if not isinstance(include_prompt, bool):
             raise BadInputError(f"include_prompt must be true or false, got {include_prompt!r}")
-        score, notes = read_clip(self._prompt_score(prompt, tempo, meter, "continue_from"))  # its metre
+        notes: list[str] = []  # what reading the prompt changed (dense tempos merged), then its metre
+        score, metre = read_clip(self._prompt_score(prompt, tempo, meter, "continue_from", notes))
+        notes += metre
         cfg = self._config(bars=bars, mood=mood, valence=valence, arousal=arousal, key=key,
                            instruments=instruments, tags=tuple(tags), style=style, n=n, seed=seed,
                            temperature=temperature,
@@ -390,7 +393,9 @@ class Composer:
         first, last = parse_bar_span(bars)
         mood_name = self.resolve_mood(mood, valence, arousal)
         level = dynamics_level(dynamics, mood_name, arousal)
-        score, notes = read_clip(self._prompt_score(prompt, tempo, meter, "infill"))  # its metre
+        notes: list[str] = []  # what reading the prompt changed (dense tempos merged), then its metre
+        score, metre = read_clip(self._prompt_score(prompt, tempo, meter, "infill", notes))
+        notes += metre
         if score.note_num() == 0:
             raise BadInputError("infill: the clip has no notes")
         cfg = self._config(bars=min(last - first + 1, MAX_BARS), mood=mood, valence=valence, arousal=arousal,
@@ -418,7 +423,10 @@ class Composer:
         return plan, (cfg if plan is None else with_overrides(cfg, {"instruments": sample}))
 
     def _prompt_score(self, prompt: Any, tempo: float | None, meter: str | None,
-                      what: str = "continue_from") -> "symusic.Score":
+                      what: str = "continue_from", notes: list[str] | None = None) -> "symusic.Score":
+        """``prompt`` as a checked Score; what reading a MIDI file or Score changed (dense tempo
+        changes merged, :func:`melodia.midifile.load_score`) is appended to ``notes``, for the
+        pieces' ``warnings``. Example: ``self._prompt_score("clip.mid", None, None, "infill", [])``"""
         is_notes = isinstance(prompt, (list, tuple)) and not isinstance(prompt, (str, bytes))
         if not is_notes and (tempo is not None or meter is not None):
             raise BadInputError("tempo and meter describe a prompt given as notes; a MIDI, Piece or Score "
@@ -431,8 +439,8 @@ class Composer:
             return notes_to_score(prompt, tempo=120.0 if tempo is None else tempo,
                                   meter="4/4" if meter is None else meter)
         if isinstance(prompt, (bytes, bytearray, memoryview)):
-            return load_score(bytes(prompt), "<prompt MIDI>")
-        return load_score(prompt)  # a path or a symusic Score; anything else: BadInputError
+            return load_score(bytes(prompt), "<prompt MIDI>", notes)
+        return load_score(prompt, notes=notes)  # a path or a symusic Score; anything else: BadInputError
 
     def info(self) -> dict[str, Any]:
         """What the server's ``/health`` shows about the model. Example: ``c.info()["preset"]``."""

@@ -68,7 +68,8 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
         stage("fileio").check_out_dir(args.out)
         s = stage("shards").tokenize_corpus(args.corpus, args.out, vocab_size=args.vocab, max_len=args.max_len,
                             workers=args.workers, progress=not args.quiet, tokenizer=args.tokenizer,
-                            key_normalise=args.key_normalise, chunk_labels=args.chunk_labels)
+                            key_normalise=args.key_normalise, chunk_labels=args.chunk_labels,
+                            styles=args.style or None)
         print(f"{s.out}: vocabulary {s.vocab_size}, {s.chunks} chunks, tokens "
               + ", ".join(f"{k} {v:,}" for k, v in s.tokens.items())
               + (f", {s.truncated_bars} over-long bars truncated" if s.truncated_bars else "")
@@ -99,6 +100,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise BadInputError("--repeat applies to a form: give --form too, e.g. --form AABA --repeat exact")
     elif args.new_only:
         raise BadInputError("--new-only applies to --continue: give --continue CLIP.mid too")
+    if args.continue_from:  # a missing, unreadable or broken clip fails before the model loads;
+        stage("midifile").load_score(args.continue_from, notes=[])  # what reading it changes: piece notes
     composer = _load_composer(args)
     mood, tags = _mood_and_tags(composer, args)
     common = dict(mood=mood, tags=tags, key=args.key, instruments=instruments, n=args.n, seed=args.seed,
@@ -133,7 +136,8 @@ def _mood_and_tags(composer, args: argparse.Namespace) -> tuple[str | None, list
 def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[str]]:
     """File stems and extensions a command will write; an existing file is an error before
     any work (unless ``--force``), and so is an ``--out`` that cannot be a folder to write into
-    (a file in its place, no write permission)."""
+    (a file in its place, no write permission) and, with ``--wav``, a ``--soundfont`` that is
+    missing or no SoundFont."""
     stage("fileio").check_out_dir(args.out)
     formats = [".mid"] + [ext for flag, ext in (("wav", ".wav"), ("musicxml", ".musicxml"), ("png", ".png"))
                           if getattr(args, flag)]
@@ -142,6 +146,8 @@ def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[s
                 if (Path(args.out) / f"{s}{ext}").exists()]
     if existing and not args.force:  # check before minutes of work, not after
         raise OutputExistsError(f"{existing[0]}: already exists (use --force to overwrite)")
+    if args.wav:  # a missing or broken --soundfont fails now, not after the piece is written
+        stage("render").check_soundfont(args.soundfont)
     return stems, formats
 
 
@@ -172,7 +178,7 @@ def _write_pieces(args: argparse.Namespace, pieces: list, stems: list[str], form
 def _cmd_infill(args: argparse.Namespace) -> int:
     stage("fileio").check_out_dir(args.out)  # before the clip is read and the model loads
     first, last = stage("api").parse_bar_span(args.bars)
-    stage("midifile").load_score(args.clip)  # a missing or broken clip fails before the model loads
+    stage("midifile").load_score(args.clip, notes=[])  # a missing or broken clip fails before the model loads
     stems, formats = _output_plan(args, args.name or f"{Path(args.clip).stem}-bars{first}-{last}"
                                   + (f"-{args.seed}" if args.seed is not None else ""))
     instruments = [x.strip() for x in args.instruments.split(",")] if args.instruments else None
@@ -368,6 +374,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "(default: the piece's mood and key on every chunk)")
     t.add_argument("--check", action="store_true",
                    help="decode every train piece and print the share of notes that come back")
+    t.add_argument("--style", action="append", metavar="NAME",
+                   help="only the corpus's pieces of this style (repeatable; e.g. pop: a fine-tune's shards "
+                        "after pretraining on the whole corpus); splits stay the corpus's")
     t.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_tokenize)

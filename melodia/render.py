@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = [
     "load_score", "write_midi", "render_audio", "render_wav", "render_musicxml", "render_png",
-    "save", "default_soundfont", "add_render_arguments", "cli_render", "FORMATS",
+    "save", "default_soundfont", "check_soundfont", "add_render_arguments", "cli_render", "FORMATS",
 ]
 
 #: Extensions :func:`save` understands, and the writer each one goes to.
@@ -121,6 +121,16 @@ def _soundfont_bytes(soundfont: str | os.PathLike | None) -> tuple[Path, bytes]:
     except OSError as e:
         raise MelodiaError(f"{path}: SoundFont cannot be read ({e.strerror or e})") from None
     return path, _read_soundfont(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def check_soundfont(soundfont: str | os.PathLike | None = None) -> Path:
+    """The SoundFont :func:`render_audio` will use (``None``: :func:`default_soundfont`), checked
+    before any work: a :class:`MelodiaError` naming it if it is missing, not a file, unreadable or
+    no SoundFont 2 file. Its bytes stay cached for the render.
+
+    Example: ``check_soundfont("GeneralUser.sf2")  # PosixPath('GeneralUser.sf2')``
+    """
+    return _soundfont_bytes(soundfont)[0]
 
 
 @lru_cache(maxsize=2)

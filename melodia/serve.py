@@ -41,7 +41,8 @@ and tested (tests/test_serve.py):
   reading (the answer's ``"warnings"`` say so), and a MusicXML render past
   :data:`~melodia.request.MAX_NOTATION_NOTES` notes, :data:`~melodia.request.MAX_NOTATION_MEASURES`
   measures or :data:`~melodia.request.MAX_NOTATION_CHANGES` tempo and metre changes is a 413
-  naming the limit (audio stops at ``render.MAX_RENDER_SECONDS``);
+  naming the limit, and so is a WAV render of a file that lasts more than
+  :data:`~melodia.server.MAX_WAV_SECONDS` (the renderer itself stops at ``render.MAX_RENDER_SECONDS``);
 * time: every socket read and write has a timeout (:data:`SOCKET_TIMEOUT`), and a watchdog
   closes a connection whose request (line, headers and body) is not in within
   :data:`READ_DEADLINE` of connecting, so a slow or stuck client holds only its own thread; at
@@ -98,7 +99,7 @@ from .request import (
     parse_request,
     score_of,
 )
-from .server import MAX_WAITING, QUEUE_TIMEOUT, MelodiaServer, is_loopback
+from .server import MAX_WAITING, MAX_WAV_SECONDS, QUEUE_TIMEOUT, MelodiaServer, is_loopback
 from .version import __version__
 
 __all__ = ["make_server", "serve", "add_serve_arguments", "cli_serve", "parse_request", "warm_up",
@@ -135,6 +136,14 @@ def _declared_length(headers: Any) -> int:
         return max(0, int(headers.get("Content-Length") or 0))
     except ValueError:
         return 0
+
+
+def _check_wav_length(score: Any) -> None:
+    """Refuse (413, naming the limit) a score whose audio would last past :data:`MAX_WAV_SECONDS`."""
+    seconds = score.to("second").end() if score.note_num() else 0.0
+    if seconds > MAX_WAV_SECONDS:
+        raise RequestError(413, f"midi_base64 is too long for WAV here: it lasts {seconds:.0f} s, the limit is "
+                                f"{MAX_WAV_SECONDS} s (melodia render --wav renders longer files)")
 
 
 class MelodiaHandler(BaseHTTPRequestHandler):
@@ -214,6 +223,8 @@ class MelodiaHandler(BaseHTTPRequestHandler):
         score = score_of(raw, warnings)
         if fmt == "musicxml":
             check_notation_size(score)  # music21 would hold a render slot for minutes
+        else:
+            _check_wav_length(score)  # seconds of synthesis and hundreds of MB of answer
         if not self.server.renders.acquire(timeout=self.server.queue_timeout):
             raise RequestError(503, "server busy rendering; try again", {"Retry-After": "2"})
         try:
@@ -357,7 +368,8 @@ class MelodiaHandler(BaseHTTPRequestHandler):
                 "limits": {"bars": [1, MAX_BARS], "n": [1, MAX_N], "body_bytes": MAX_BODY,
                            "prompt_notes": MAX_PROMPT_NOTES, "tempo": [int(t) for t in TEMPO_RANGE],
                            "musicxml": {"notes": MAX_NOTATION_NOTES, "measures": MAX_NOTATION_MEASURES,
-                                        "changes": MAX_NOTATION_CHANGES}}}
+                                        "changes": MAX_NOTATION_CHANGES},
+                           "wav_seconds": MAX_WAV_SECONDS}}
 
     def _moods(self) -> dict[str, Any]:
         c = self.server.composer

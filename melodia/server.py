@@ -30,6 +30,10 @@ MAX_CONNECTIONS = 32            # connections served at once; more get 503 at on
 QUEUE_TIMEOUT = 120.0           # seconds a request may wait for the model
 MAX_WAITING = 8                 # requests waiting for the model at once; more get 503 at once
 MAX_RENDERS = 2                 # audio / MusicXML renders at once (CPU-bound, outside the model lock)
+#: longest audio ``POST /render`` makes (seconds; longer is a 413 before rendering): any 64-bar
+#: 4/4 piece down to 26 qpm, and at most ~115 MB of WAV (~154 MB of base64) at 48 kHz, where the
+#: renderer's own bound (``render.MAX_RENDER_SECONDS``, 20 minutes) is twice that
+MAX_WAV_SECONDS = 600
 LOOPBACK_NAMES = {"localhost", "localhost.", "127.0.0.1", "::1"}
 
 

@@ -15,6 +15,7 @@ import json
 import multiprocessing as mp
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -244,7 +245,8 @@ def pool_map(fn, items: list, workers: int, init, initargs: tuple, desc: str, pr
 def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB,
                     max_len: int = DEFAULT_MAX_LEN, workers: int | None = None, progress: bool = True,
                     tokenizer: "MelodiaTokenizer | str | os.PathLike | None" = None,
-                    key_normalise: bool | None = None, chunk_labels: bool = False) -> TokenizeSummary:
+                    key_normalise: bool | None = None, chunk_labels: bool = False,
+                    styles: Sequence[str] | None = None) -> TokenizeSummary:
     """Tokenize a corpus folder into shards (see docs/ARCHITECTURE.md for the layout).
 
     With ``tokenizer`` (a trained tokenizer or its path, e.g. a base model's for fine-tuning)
@@ -259,6 +261,8 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     (labelled pieces keep their label), and a chunk whose notes read in the other mode than
     its piece's key gets ``KEY_any``. False (default): every chunk carries its piece's mood and
     key (docs/ARCHITECTURE.md says what each gave the default model).
+    ``styles``: only the pieces of these styles (e.g. ``["pop"]`` for a fine-tune on POP909
+    after pretraining on the whole corpus); their splits stay the corpus's.
 
     Example:
         >>> s = tokenize_corpus("C", "T", vocab_size=4000); s.tokens["train"]
@@ -269,6 +273,12 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
     rows = load_manifest(corpus_dir)
     if not rows:
         raise BadInputError(f"{corpus_dir}: the corpus has no pieces")
+    if styles:
+        have = sorted({r.get("style") or "none" for r in rows})
+        rows = [r for r in rows if r.get("style") in set(styles)]
+        if not rows:
+            raise BadInputError(f"{corpus_dir}: no pieces of style {', '.join(styles)}; "
+                                f"the corpus's styles: {', '.join(have)}")
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     user_moods = sorted({r["mood"] for r in rows if r["mood"] not in CANONICAL_MOODS and r["mood"] != "any"})
     tags = sorted({t for r in rows for t in r.get("tags", [])})
@@ -327,7 +337,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, out_dir: str | os.PathLike, v
         "bar_ids": bar_start_ids(tok),
         "shards": shards, "chunks": index_chunks,
         "splits": {s: {"chunks": sum(1 for c in index_chunks if c["split"] == s), "tokens": tokens.get(s, 0)} for s in per_split},
-        "corpus": str(corpus_dir.resolve()), "truncated_bars": truncated, "failed": failed,
+        "corpus": str(corpus_dir.resolve()), "styles": sorted(styles) if styles else None, "truncated_bars": truncated, "failed": failed,
     }
     write_json(out / "index.json", index, indent=None)
     return TokenizeSummary(out, tok.vocab_size, len(index_chunks), tokens, truncated, failed)

@@ -22,6 +22,12 @@ Stages (``--stages``, default all, in this order; each reads what the one before
                  (``--balance-moods``: chunks drawn so every mood is read equally often)
                  (both training stages resume if a checkpoint exists, and run on the GPU when
                  there is one: the shards need only torch + numpy)
+* ``popshards``— the POP909 pieces alone (``style pop``), with WORK/T's tokenizer and the corpus's
+                 splits → WORK/Tpop
+* ``finetune`` — from WORK/run's weights on WORK/Tpop into WORK/run_pop, until its (POP909)
+                 validation loss has not improved for ``--patience`` evaluations (or
+                 ``--finetune-steps``); the best weights are kept. The stages after it measure
+                 and export WORK/run_pop/model when it exists, else WORK/run/model
 * ``baseline`` — the same preset from scratch on WORK/T for a tenth of all the steps
                  (pretrain + train), into WORK/run_tenth
 * ``compare``  — the ``tiny`` preset from scratch on WORK/T for ``--compare-minutes`` of wall
@@ -65,8 +71,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-STAGES = ("corpus", "tokenize", "pretrain", "normalise", "train", "baseline", "compare", "moods", "metre", "realism",
-          "controls", "export")
+STAGES = ("corpus", "tokenize", "pretrain", "normalise", "train", "popshards", "finetune", "baseline", "compare", "moods",
+          "metre", "realism", "controls", "export")
 DEFAULT_OUT = ROOT / "melodia" / "weights" / "default"
 STEPS = 750
 
@@ -106,13 +112,13 @@ def stage_normalise(a) -> None:
 
 
 def _train(a, data: Path, out: Path, steps: int, init: Path | None = None, balance: bool = False,
-           preset: str = "small", max_minutes: float = 0.0) -> None:
+           preset: str = "small", max_minutes: float = 0.0, lr: float | None = None, patience: int = 0) -> None:
     from melodia.train import TrainConfig, train
 
     resume = (out / "checkpoint" / "state.json").exists()
     cfg = TrainConfig(data=str(data), out=str(out), preset=None if init else preset,
                       init=str(init) if init else None, steps=steps,
-                      batch_size=a.batch_size, lr=a.lr, warmup=max(1, min(a.warmup, steps // 10)),
+                      batch_size=a.batch_size, lr=lr or a.lr, patience=patience, warmup=max(1, min(a.warmup, steps // 10)),
                       eval_every=max(1, min(a.eval_every, steps)), eval_batches=a.eval_batches,
                       ckpt_every=a.ckpt_every, log_every=5, threads=a.threads, device=a.device,
                       balance_moods=balance, resume=resume, max_minutes=max_minutes or a.max_minutes)
@@ -128,6 +134,24 @@ def stage_pretrain(a) -> None:
 def stage_train(a) -> None:
     init = Path(a.init) if a.init else a.work / "run0" / "model"
     _train(a, a.work / "T", a.work / "run", a.steps, init=init, balance=a.balance_moods)
+
+
+def stage_popshards(a) -> None:
+    from melodia.shards import tokenize_corpus
+
+    s = tokenize_corpus(a.work / "C", a.work / "Tpop", max_len=a.max_len, tokenizer=a.work / "T" / "tokenizer.json",
+                        styles=["pop"])
+    _stamp(f"tokens (POP909 alone): {s.tokens}")
+
+
+def stage_finetune(a) -> None:
+    _train(a, a.work / "Tpop", a.work / "run_pop", a.finetune_steps, init=a.work / "run" / "model",
+           lr=a.finetune_lr, patience=a.patience)
+
+
+def final_run(a) -> Path:
+    """The run the measuring and export stages read: the POP909 fine-tune when there is one."""
+    return a.work / "run_pop" if (a.work / "run_pop" / "model" / "melodia.json").exists() else a.work / "run"
 
 
 def stage_compare(a) -> None:
@@ -196,7 +220,7 @@ def stage_moods(a) -> None:
     from melodia.music.moods import CANONICAL_MOODS, mood_valence_arousal
     from melodia.tokenizer import MelodiaTokenizer
 
-    model_dir = a.work / "run" / "model"
+    model_dir = final_run(a) / "model"
     model, meta = load_model_dir(model_dir)
     import torch
 
@@ -250,7 +274,7 @@ def stage_metre(a) -> None:
     from melodia.music.moods import CANONICAL_MOODS
     from melodia.tokenizer import MelodiaTokenizer
 
-    model_dir = Path(a.metre_model) if a.metre_model else a.work / "run" / "model"
+    model_dir = Path(a.metre_model) if a.metre_model else final_run(a) / "model"
     model, _ = load_model_dir(model_dir)
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
     gen = Generator(model, tok, default_programs=default_programs(a.work),
@@ -291,7 +315,7 @@ def stage_realism(a) -> None:
     from melodia.music.moods import CANONICAL_MOODS
 
     torch.set_num_threads(a.threads)
-    composer = Composer.load(a.metre_model or a.work / "run" / "model")
+    composer = Composer.load(a.metre_model or final_run(a) / "model")
     t0 = time.time()
     scores = [p.to_score() for k, mood in enumerate(CANONICAL_MOODS)
               for p in composer.generate(mood=mood, bars=16, n=16, seed=a.seed + 100 + k)]
@@ -341,7 +365,7 @@ def stage_controls(a) -> None:
     from melodia import Composer
 
     torch.set_num_threads(a.threads)
-    figs = measure(Composer.load(a.metre_model or a.work / "run" / "model"), n=8, seed=a.seed + 1)
+    figs = measure(Composer.load(a.metre_model or final_run(a) / "model"), n=8, seed=a.seed + 1)
     (a.work / "controls.json").write_text(json.dumps(figs, indent=1))
     print(controls_md(figs))
 
@@ -353,7 +377,7 @@ def stage_export(a) -> None:
 
     from melodia.model import count_parameters, load_model_dir, save_model_dir
 
-    src = a.work / "run" / "model"
+    src = final_run(a) / "model"
     model, meta = load_model_dir(src)
     val, last = _final_val(a.work / "run")
     val0, last0 = _final_val(a.work / "run0") if (a.work / "run0" / "metrics.jsonl").exists() else (None, {})
@@ -561,6 +585,11 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=1024)
     ap.add_argument("--pretrain-steps", type=int, default=1500, help="steps on pieces in their own keys")
     ap.add_argument("--steps", type=int, default=STEPS, help=f"steps on pieces moved to C (the shipped model: {STEPS})")
+    ap.add_argument("--finetune-steps", type=int, default=3000,
+                    help="most steps of the POP909 fine-tune (it stops earlier on --patience)")
+    ap.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate of the POP909 fine-tune")
+    ap.add_argument("--patience", type=int, default=4,
+                    help="the fine-tune stops after this many validations without improvement")
     ap.add_argument("--batch-size", type=int, default=16, help="chunks per step, packed into rows")
     ap.add_argument("--balance-moods", action=argparse.BooleanOptionalAction, default=False,
                     help="stages train and baseline draw chunks so every mood is read equally often")

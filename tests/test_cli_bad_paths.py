@@ -10,6 +10,7 @@ written, and no traceback.
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import subprocess
@@ -115,7 +116,62 @@ def test_a_bad_path_is_one_line_and_exit_2(case, paths, capsys):
     before = _files(paths["FILE"].parent)
     assert main(argv) == 2
     _one_error_line(capsys.readouterr().err, str(paths[named]))
-    assert _files(paths["FILE"].parent) == before  # no file written, none changed (evaluate makes its empty --out first)
+    assert _files(paths["FILE"].parent) == before  # no file written, none changed
+
+
+#: inputs a new user got wrong that were found only after the model loaded (seconds), or after
+#: the piece was generated (a --soundfont), or after evaluate made its --out: (argv, the path
+#: the line names, the problem it names)
+BEFORE_THE_MODEL = {
+    "generate --continue MISSING": (["generate", "--continue", "MISSING", "--out", "OUT"], "MISSING", "no such file"),
+    "generate --continue a folder": (["generate", "--continue", "EMPTY", "--out", "OUT"], "EMPTY", "is a directory"),
+    "generate --continue NOTMIDI": (["generate", "--continue", "NOTMIDI", "--out", "OUT"], "NOTMIDI", "not a MIDI"),
+    "generate --wav --soundfont MISSING": (["generate", "--mood", "calm", "--wav", "--soundfont", "MISSING", "--out",
+                                            "OUT"], "MISSING", "SoundFont not found"),
+    "generate --wav --soundfont a folder": (["generate", "--wav", "--soundfont", "EMPTY", "--out", "OUT"], "EMPTY",
+                                            "not a file"),
+    "generate --wav --soundfont NOTMIDI": (["generate", "--wav", "--soundfont", "NOTMIDI", "--out", "OUT"], "NOTMIDI",
+                                           "not a SoundFont"),
+    "generate --continue --wav --soundfont MISSING": (["generate", "--continue", "CLIP", "--wav", "--soundfont",
+                                                       "MISSING", "--out", "OUT"], "MISSING", "SoundFont not found"),
+    "infill --wav --soundfont MISSING": (["infill", "CLIP", "--bars", "2", "--wav", "--soundfont", "MISSING", "--out",
+                                          "OUT"], "MISSING", "SoundFont not found"),
+    "evaluate --corpus MISSING": (["evaluate", "--corpus", "MISSING", "--out", "OUT", "--quiet"], "MISSING",
+                                  "not a corpus folder"),
+    "evaluate --corpus EMPTY": (["evaluate", "--corpus", "EMPTY", "--out", "OUT", "--quiet"], "EMPTY",
+                                "no manifest.jsonl"),
+    "evaluate --corpus NOTMIDI": (["evaluate", "--corpus", "NOTMIDI", "--out", "OUT", "--quiet"], "NOTMIDI",
+                                  "not a corpus folder"),
+}
+
+
+def _refuse_model_loads(monkeypatch) -> None:
+    """Loading any model fails the test: a bad input must be one line before that work."""
+    from melodia.api import Composer
+
+    run = importlib.import_module("melodia.evaluate.run")
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(Composer, "load", refuse)
+    monkeypatch.setattr(run, "load_model_dir", refuse)
+
+
+@pytest.mark.parametrize("case", list(BEFORE_THE_MODEL))
+def test_a_bad_input_is_found_before_the_model_loads(case, paths, capsys, monkeypatch):
+    """Each was one line and exit 2 only after loading the model (and, for --soundfont, after
+    generating; evaluate made its empty --out folder first): now before, making nothing."""
+    _refuse_model_loads(monkeypatch)
+    argv, named, problem = BEFORE_THE_MODEL[case]
+    argv = [str(paths[a]) if a in paths else a for a in argv]
+    before = sorted(paths["FILE"].parent.rglob("*"))
+    t0 = time.perf_counter()
+    assert main(argv) == 2
+    took = time.perf_counter() - t0  # printed, not asserted (a shared machine): the refused load is the check
+    _one_error_line(capsys.readouterr().err, str(paths[named]), problem)
+    assert sorted(paths["FILE"].parent.rglob("*")) == before and not paths["OUT"].exists()  # not even --out
+    print(f"\nmelodia {case}: exit 2 in {took:.2f} s")
 
 
 def test_corpus_build_skips_a_file_that_is_not_midi_and_says_where(paths, capsys):

@@ -172,6 +172,33 @@ def test_an_older_tokenizer_gets_styles_appended_and_keeps_its_ids(styled, tmp_p
     assert new.default_style == "pop"
 
 
+def test_tokenize_one_style_of_a_corpus(styled, tmp_path, capsys):
+    """``melodia tokenize --style pop`` (a fine-tune's shards after pretraining on everything):
+    only the POP909 pieces, each in the split the corpus gave it, every chunk saying STYLE_pop;
+    a style the corpus lacks is one error line naming the ones it has."""
+    from melodia.cli import main
+
+    corpus, shards = styled
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    rc = main(["tokenize", "--corpus", str(corpus), "--out", str(tmp_path / "Tpop"),
+               "--tokenizer", str(shards / "tokenizer.json"), "--style", "pop", "--workers", "1", "--quiet"])
+    assert rc == 0
+    index = json.loads((tmp_path / "Tpop" / "index.json").read_text())
+    assert index["styles"] == ["pop"]
+    pop_ids = {r["id"]: r["split"] for r in rows if r["style"] == "pop"}
+    assert len(pop_ids) == 2 and len(rows) == 6
+    assert {c["piece"] for c in index["chunks"]} == set(pop_ids)
+    assert all(c["split"] == pop_ids[c["piece"]] for c in index["chunks"])
+    tok = MelodiaTokenizer.load(tmp_path / "Tpop" / "tokenizer.json")
+    assert all(int(ids[3]) == tok.style_id("pop") for _, ids in _chunks(tmp_path / "Tpop"))
+    capsys.readouterr()
+    rc = main(["tokenize", "--corpus", str(corpus), "--out", str(tmp_path / "Tx"), "--style", "chorale",
+               "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "no pieces of style chorale" in err and "folk, pop" in err
+    assert not (tmp_path / "Tx" / "index.json").exists()
+
+
 def test_a_tokenizer_without_styles_writes_todays_prefix():
     from melodia.api import DEFAULT_MODEL_DIR
 

@@ -35,7 +35,7 @@ from .likelihood import likelihood
 from .metre import metre_harmony, metre_summary
 from .metrics import SCALAR_FEATURES, piece_features
 from .real import corpus_from_meta, held_out, load_piece, real_excerpts
-from .realism import realism_report, require_sklearn
+from .realism import heldout_rows, realism_report, require_sklearn
 from .report import jsonable, percent, write_report, write_texts
 from .stats import compare_sets
 
@@ -66,14 +66,17 @@ def shown_path(path: Path) -> str:
 
 
 def _generator(model: Any, tok: MelodiaTokenizer, guidance: float | None = None,
-               default_programs: Sequence[int] | None = None, tempo_unknown: str | None = None) -> GenerateFn:
+               default_programs: Sequence[int] | None = None, tempo_unknown: str | None = None,
+               style: str | None = None) -> GenerateFn:
     """``fn(mood, n, seed, bars) -> token id lists`` on top of :class:`melodia.generate.Generator`.
 
     Batches of at most the generator's ``MAX_N`` rows, seeded ``seed, seed + 1, ...``;
-    ``guidance`` None keeps :class:`GenerationConfig`'s default.
+    ``guidance`` and ``style`` None keep :class:`GenerationConfig`'s defaults.
     """
     gen = Generator(model, tok, default_programs=default_programs, tempo_unknown=tempo_unknown)
-    extra = {} if guidance is None else {"guidance": float(guidance)}
+    extra: dict[str, Any] = {} if guidance is None else {"guidance": float(guidance)}
+    if style is not None:
+        extra["style"] = style
 
     def generate(mood: str, n: int, seed: int, bars: int) -> list[list[int]]:
         out: list[list[int]] = []
@@ -108,19 +111,15 @@ def _threads() -> int | None:
 
 
 def _check_arguments(n: Any, bars: Any, max_tokens: Any, out_dir: str | os.PathLike) -> Path:
-    """Named errors for bad arguments, before any work; makes and returns the report folder."""
+    """Named errors for bad arguments, before any work; returns the report folder, checked
+    (:func:`melodia.fileio.check_out_dir`) but not made: a run that fails leaves nothing."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise BadInputError(f"n must be an integer of at least 2 (pieces per set), got {n!r}")
     if isinstance(bars, bool) or not isinstance(bars, int) or not 1 <= bars <= 256:
         raise BadInputError(f"bars must be an integer in 1..256, got {bars!r}")
     if max_tokens is not None and max_tokens < 1:
         raise BadInputError(f"max_tokens must be positive (or None for all), got {max_tokens!r}")
-    out = Path(out_dir)
-    try:  # fail now, not after minutes of work
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BadInputError(f"{out}: cannot make the report folder ({e.strerror or e})") from None
-    return out
+    return check_out_dir(out_dir, "out_dir")  # fail now, not after minutes of work (write_report makes it)
 
 
 def _likelihood_part(model: Any, meta: dict, tok: MelodiaTokenizer, corpus: Path, split: str,
@@ -235,7 +234,7 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
              n: int = 64, seed: int = 0, out_dir: str | os.PathLike = "eval", bars: int = 8,
              max_tokens: int | None = 50_000, samples_per_mood: int = 4,
              guidance: float | None = None, generate_fn: GenerateFn | None = None,
-             progress: bool = False, realism: bool = False) -> dict[str, Any]:
+             progress: bool = False, realism: bool = False, style: str | None = None) -> dict[str, Any]:
     """Run the whole evaluation and write the report; returns what report.json holds.
 
     ``model_dir`` defaults to the shipped model, ``corpus_dir`` to the corpus the model's
@@ -247,18 +246,26 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
     ``realism`` adds :func:`melodia.evaluate.realism.realism_report` on the ``4 n`` per-mood
     generations (finished with their mood's dynamics) against held-out excerpts of the same
     bar count: the classifier test, its controls and the copy check (``result["realism"]``).
+    ``style`` (one of the model's styles: :attr:`melodia.Composer.styles`) makes every generation
+    in that style and compares the realism check with that style's held-out pieces; None: the
+    model's default style, and held-out pop where the corpus has it.
 
     Example: ``evaluate("runs/small/model", "C", n=64, out_dir="eval")["validity"]["valid_share"]``
     """
     t0 = time.perf_counter()
     out = _check_arguments(n, bars, max_tokens, out_dir)
+    if corpus_dir is not None:  # a corpus_dir that is no corpus (no manifest.jsonl) fails before the model loads
+        load_manifest(corpus_dir)
     if realism:
         require_sklearn()
     model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     model, meta = load_model_dir(model_dir, dtype="float32")  # exact losses; fast on CPU
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
+    style = tok.resolve_style(style) if style is not None else None  # an unknown style fails here, not after minutes
     corpus = Path(corpus_dir) if corpus_dir is not None else corpus_from_meta(model_dir, meta)
     split, held = held_out(load_manifest(corpus))
+    if realism:
+        heldout_rows(load_manifest(corpus), style)  # a style with no held-out pieces fails now, too
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -272,7 +279,8 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
         raise BadInputError(f"{corpus}: fewer than 2 held-out pieces with notes in the {split} split")
     timings["real_excerpts"] = time.perf_counter() - t
 
-    gen = generate_fn or _generator(model, tok, guidance, meta.get("default_programs"), meta.get("tempo_unknown"))
+    gen = generate_fn or _generator(model, tok, guidance, meta.get("default_programs"), meta.get("tempo_unknown"),
+                                    style)
     t = time.perf_counter()
     sets = _generate_sets(gen, n, seed, bars, progress)
     timings["generation"] = time.perf_counter() - t
@@ -285,7 +293,7 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
         "format": 1,
         "settings": {"model": shown_path(model_dir), "corpus": shown_path(corpus), "n": n, "seed": seed,
                      "bars": bars, "max_tokens": max_tokens, "guidance": guidance, "version": __version__,
-                     "preset": meta.get("preset"), "threads": _threads()},
+                     "preset": meta.get("preset"), "threads": _threads(), "style": style},
         "likelihood": lk,
         "validity": a["validity"],
         "validity_by_mood": a["validity_by_mood"],
@@ -300,7 +308,7 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
     }
     if realism:
         t = time.perf_counter()
-        result["realism"] = realism_report(_finished(a["scores"], bars), corpus, bars, seed=seed,
+        result["realism"] = realism_report(_finished(a["scores"], bars), corpus, bars, seed=seed, style=style,
                                            say=lambda text: _say(progress, text))
         timings["realism"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -336,6 +344,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                              "generations among held-out real excerpts (ROC-AUC, controls, the "
                              "features that give them away) and the copy check against the train "
                              "split (needs scikit-learn: pip install 'melodia[eval]'; use --bars 16)")
+    parser.add_argument("--style", metavar="NAME", default=None,
+                        help="generate every piece in this style (one the model knows: `melodia info --model "
+                             "DIR`) and compare the realism check with the corpus's held-out pieces of it "
+                             "(default: the model's default style, and held-out pop where the corpus has it)")
     parser.add_argument("--out", required=True, help="report folder to write")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
@@ -346,7 +358,7 @@ def cli_evaluate(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     r = evaluate(args.model, args.corpus, n=args.n, seed=args.seed, out_dir=args.out,
                  bars=args.bars, max_tokens=args.max_tokens or None, guidance=args.guidance,
-                 progress=not args.quiet, realism=args.realism)
+                 progress=not args.quiet, realism=args.realism, style=args.style)
     lk, v, m = r["likelihood"], r["validity"], r["mood_control"]
     nats = lk.get("nats_per_token")
     print(f"{args.out}/report.md: "
