@@ -15,6 +15,7 @@ from conftest import POP909
 pytest.importorskip("sklearn")
 
 from melodia.corpus import build_corpus, load_manifest
+from melodia.errors import BadInputError
 from melodia.evaluate import report as rp
 from melodia.evaluate import run
 from melodia.evaluate.copycheck import CopyIndex, copy_check, window_keys
@@ -25,6 +26,8 @@ from melodia.evaluate.realism import (
     corpus_control,
     feature_matrix,
     heldout_excerpts,
+    heldout_rows,
+    near_duplicates,
     raw_source,
     realism_features,
     realism_report,
@@ -209,4 +212,95 @@ def test_evaluate_flag_reaches_evaluate(monkeypatch):
                 "realism": {"test": {"auc": 0.9}, "controls": {"real_vs_real": {"auc": 0.5}}}}
     monkeypatch.setattr(run, "evaluate", fake)
     assert run.cli_evaluate(p.parse_args(["--out", "R", "--realism", "--quiet"])) == 0
-    assert seen["realism"] is True
+    assert seen["realism"] is True and seen["style"] is None
+    assert run.cli_evaluate(p.parse_args(["--out", "R", "--realism", "--style", "folk", "--quiet"])) == 0
+    assert seen["style"] == "folk"
+
+
+def test_heldout_rows_pick_a_style():
+    rows = [{"id": f"{style}{i}", "song": f"{style}:{i}", "style": style, "split": split}
+            for style in ("pop", "folk", "chorale", "classical") for i, split in enumerate(("train", "valid", "test"))]
+    pop, label = heldout_rows(rows)  # the default: pop, the style a model with styles plays by default
+    assert [r["id"] for r in pop] == ["pop1", "pop2"] and label == "pop valid+test"
+    folk, label = heldout_rows(rows, "Folk")
+    assert [r["id"] for r in folk] == ["folk1", "folk2"] and label == "folk valid+test"
+    assert [r["id"] for r in heldout_rows(rows, "chorale")[0]] == ["chorale1", "chorale2"]
+    with pytest.raises(BadInputError, match="no held-out pieces of style 'jazz'.*chorale, classical, folk, pop"):
+        heldout_rows(rows, "jazz")
+    # a corpus without pop (or without styles): every held-out piece, as before styles
+    assert len(heldout_rows([r for r in rows if r["style"] != "pop"])[0]) == 6
+    bare = [{k: v for k, v in r.items() if k != "style"} for r in rows]
+    assert heldout_rows(bare) == (bare[1:3] + bare[4:6] + bare[7:9] + bare[10:12], "valid+test")
+
+
+def _with_pieces(src, dst, extra: list[tuple[dict, symusic.Score]], splits: dict[str, str]):
+    """A copy of corpus ``src`` at ``dst`` with its rows' splits set by song and ``extra`` rows
+    (each written to pieces/<id>.mid)."""
+    shutil.copytree(src, dst)
+    rows = load_manifest(dst)
+    for r in rows:
+        r["split"] = splits[r["song"]]
+    for row, score in extra:
+        row = {**row, "file": f"pieces/{row['id']}.mid"}
+        score.dump_midi(str(dst / row["file"]))
+        rows.append(row)
+    (dst / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_manifest(dst)
+
+
+def test_a_transposed_copy_of_a_train_piece_is_a_near_duplicate(corpus, tmp_path):
+    first = symusic.Score(str(corpus / next(r for r in load_manifest(corpus) if r["song"] == "pop909:001")["file"]))
+    dup = {"id": "dup", "song": "pop909:901", "source": "pop909", "style": "pop", "split": "test"}
+    rows = _with_pieces(corpus, tmp_path / "C", [(dup, first.shift_pitch(3))],
+                        {"pop909:001": "train", "pop909:002": "train", "pop909:003": "valid", "pop909:004": "test"})
+    index = CopyIndex.of_corpus(tmp_path / "C", rows=rows)
+    assert index.names == ["pop909:001", "pop909:002"]
+    held, _ = heldout_rows(rows)
+    kept, dropped = near_duplicates(tmp_path / "C", held, index)
+    assert [r["song"] for r in kept] == ["pop909:003", "pop909:004"]
+    assert len(dropped) == 1 and dropped[0]["song"] == "pop909:901" and dropped[0]["like"] == "pop909:001"
+    assert dropped[0]["share"] == 1.0 and dropped[0]["windows"] == len([k for k in window_keys(first) if k])
+    near = index.closest(symusic.Score(str(tmp_path / "C" / kept[0]["file"])))
+    assert near["windows"] > 20 and near["share"] < 0.5  # a song of its own: a stock figure at most
+    # half of the copy is still more than half of its windows shared
+    half = excerpt(first, 0, 40).shift_pitch(-2)
+    assert index.closest(half)["name"] == "pop909:001" and index.closest(half)["share"] == 1.0
+
+
+def test_realism_against_folk_drops_a_near_duplicate_and_skips_the_corpus_control(corpus, tmp_path):
+    by_song = {r["song"]: symusic.Score(str(corpus / r["file"])) for r in load_manifest(corpus)}
+
+    def folk(name: str, score: symusic.Score) -> tuple[dict, symusic.Score]:
+        return ({"id": name, "song": f"title:{name}", "source": "music21", "style": "folk", "split": "test",
+                 "path": f"music21:essenFolksong/{name}.abc#X:1"}, score)
+    extra = [folk("a", by_song["pop909:003"].shift_pitch(2)), folk("b", by_song["pop909:004"].shift_pitch(-1)),
+             folk("c", random_piece(31, bars=24)), folk("d", random_piece(32, bars=24)),
+             folk("copy", by_song["pop909:002"].shift_pitch(5))]  # 002 is a train song
+    _with_pieces(corpus, tmp_path / "C", extra, {"pop909:001": "train", "pop909:002": "train",
+                                                 "pop909:003": "test", "pop909:004": "test"})
+    (tmp_path / "C" / "report.json").write_text(json.dumps({"sources": ["music21:", str(POP909)]}))
+    res = realism_report([random_piece(i) for i in range(8)], tmp_path / "C", 8, per_song=2, style="folk",
+                         repeats=1)
+    near = res["real"]["near_duplicates"]
+    assert res["real"]["label"] == "folk valid+test" and res["real"]["songs"] == 4  # a, b, c, d: no pop song
+    assert near["checked"] == 5 and near["share"] == 0.5 and near["window_bars"] == 4
+    assert [(d["song"], d["like"], d["share"]) for d in near["dropped"]] == [("title:copy", "pop909:002", 1.0)]
+    ctl = res["controls"]["corpus"]
+    assert ctl["auc"] is None and ctl["skipped"] is True and "music21" in ctl["reason"]
+    assert res["copy"]["training_pieces"] == 2 and res["copy"]["real_reference"]["all"]["copied"] == 0
+    md = rp.realism_markdown(rp.jsonable(res))
+    assert "folk valid+test" in md and "Near-duplicates left out: 1 of the 5 held-out pieces" in md
+    assert "title:copy (like pop909:002, 100.0%" in md and ctl["reason"] in md
+    json.dumps(rp.jsonable(res), allow_nan=False)
+
+
+def test_evaluate_style_fails_before_any_work(tiny_model_dir, corpus, tmp_path):
+    """An unknown style is the tokenizer's error; a style with no held-out pieces in the corpus
+    is the realism check's, both before the likelihood pass and the generations."""
+    with pytest.raises(BadInputError, match="unknown style 'jazz'; this model knows: pop"):
+        run.evaluate(tiny_model_dir, corpus, n=2, out_dir=tmp_path / "R", realism=True, style="jazz")
+    rows = load_manifest(corpus)
+    shutil.copytree(corpus, tmp_path / "C")
+    (tmp_path / "C" / "manifest.jsonl").write_text("".join(json.dumps({**r, "style": "folk"}) + "\n" for r in rows))
+    with pytest.raises(BadInputError, match="no held-out pieces of style 'pop'; its held-out styles: folk"):
+        run.evaluate(tiny_model_dir, tmp_path / "C", n=2, out_dir=tmp_path / "R", realism=True, style="Pop")

@@ -10,6 +10,8 @@ too bare to call a copy and are not counted. Every window of every training piec
 in the index. The same is done for the melody alone (its highest note per onset:
 :func:`melodia.evaluate.parts.melody_line`). The longest verbatim run counts the bars of
 consecutive copied windows that continue one training passage (same piece, bars one apart).
+:meth:`CopyIndex.closest` finds the training piece that shares most of a piece's windows (a
+near-duplicate: the same song under two names).
 
 Example: ``copy_check(generated_scores, CopyIndex.of_corpus(Path("C")))["all"]["copied_share"]  # 0.0``
 """
@@ -79,7 +81,7 @@ def window_keys(score: "symusic.Score", part: str = "all", bars: int = WINDOW_BA
 class CopyIndex:
     """Every window (:func:`window_keys`) of a set of training pieces: hash -> up to 8 places
     ``(piece number, bar)``, per part. ``pieces`` counts the pieces read, ``windows`` the
-    counted windows per part.
+    counted windows per part, ``names[number]`` is each piece's name (its song in a corpus).
 
     Example: ``index = CopyIndex.of_corpus(Path("C")); index.windows["all"]``
     """
@@ -89,11 +91,13 @@ class CopyIndex:
         self.windows = dict.fromkeys(PARTS, 0)
         self.pieces = 0
         self.sources: dict[str, int] = {}
+        self.names: list[str] = []
 
-    def add(self, score: "symusic.Score", source: str = "") -> None:
-        """Index one piece's windows. Example: ``index.add(score, "pop909")``."""
+    def add(self, score: "symusic.Score", source: str = "", name: str = "") -> None:
+        """Index one piece's windows. Example: ``index.add(score, "pop909", "pop909:017")``."""
         number = self.pieces
         self.pieces += 1
+        self.names.append(name)
         self.sources[source] = self.sources.get(source, 0) + 1
         for part in PARTS:
             table = self.places[part]
@@ -117,10 +121,30 @@ class CopyIndex:
             if row.get("split") != split:
                 continue
             try:
-                index.add(load_piece(corpus, row), str(row.get("source", "")))
+                index.add(load_piece(corpus, row), str(row.get("source", "")), str(row.get("song", row.get("id", ""))))
             except BadMidiError:
                 continue
         return index
+
+    def closest(self, score: "symusic.Score", part: str = "all") -> dict[str, Any]:
+        """The indexed piece that shares the most of ``score``'s counted windows: ``windows``
+        (counted in ``score``), ``shared`` (of them, found in that one piece), ``share``
+        (``shared / windows``, None without a counted window), ``piece`` (its number, None
+        when nothing is shared) and ``name``. A window common to more than 8 places is
+        credited to the first 8 indexed (a stock figure; a near-duplicate's windows are its own).
+
+        Example: ``index.closest(load_piece(Path("C"), row))["share"]  # 0.98 for pop909:018``
+        """
+        table = self.places[part]
+        keys = [k for k in window_keys(score, part) if k is not None]
+        per_piece: dict[int, int] = {}
+        for key in keys:
+            for number in {n for n, _ in table.get(key, ())}:
+                per_piece[number] = per_piece.get(number, 0) + 1
+        best = max(per_piece, key=lambda n: (per_piece[n], -n), default=None)
+        shared = per_piece[best] if best is not None else 0
+        return {"windows": len(keys), "shared": shared, "share": shared / len(keys) if keys else None,
+                "piece": best, "name": self.names[best] if best is not None else None}
 
 
 def _runs(hits: list[list[tuple[int, int]] | None]) -> int:

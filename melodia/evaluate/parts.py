@@ -2,8 +2,10 @@
 
 A POP909-style piece (melody on program 0, counter-melody 1, piano accompaniment 2, as the
 corpus writes POP909 and the shipped model plays by default) is read by program; any other by
-register (the highest note at each onset is the melody). Used by the realism features and the
-copy check (:mod:`.realism`, :mod:`.copycheck`).
+register (the highest note at each onset is the melody). What a part plays bar by bar
+(:func:`bar_figures`) and the bass at a beat (:func:`beat_bass`) are read here too. Used by the
+realism features, the copy check (:mod:`.realism`, :mod:`.copycheck`) and
+``scripts/piano_rolls.py``'s bar-by-bar reading.
 
 Example: ``notes.pitch[melody_line(NoteArrays.of_score(score))]  # the tune``
 """
@@ -11,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..music.harmony import SIXTEENTH, beats_in_bar
 from ..music.notes import NoteArrays
 
-__all__ = ["ONSET_STEPS", "PartRoles", "melody_line", "part_roles"]
+__all__ = ["ONSET_STEPS", "PartRoles", "bar_figures", "beat_bass", "melody_line", "part_roles"]
 
 #: onsets closer than 1/48 beat are one onset here (sixteenths, triplets and 32nds stay apart)
 ONSET_STEPS = 48
@@ -76,3 +79,47 @@ def melody_line(notes: NoteArrays, roles: PartRoles | None = None) -> np.ndarray
     """
     roles = roles if roles is not None else part_roles(notes)
     return _extreme_per_onset(notes, roles.melody, highest=True)
+
+
+def bar_figures(notes: NoteArrays, mask: np.ndarray, bars: np.ndarray) -> tuple[list[frozenset], list[frozenset]]:
+    """Per bar of ``bars`` (bar lines in beats, the closing one last), what the notes of ``mask``
+    play: its rhythm, the set of sixteenth slots (from the bar line) where a note starts, and its
+    figure, the set of (sixteenth slot, rank of the pitch among the bar's distinct pitches of
+    ``mask``), so a broken-chord pattern keeps its figure when the chord changes. Notes outside
+    the bars count in none. A bar equal to an earlier bar repeats its rhythm or figure (the
+    realism features' ``accompaniment_rhythm_repeat``, ``accompaniment_figure_repeat``).
+
+    Example: ``rhythm, figure = bar_figures(notes, part_roles(notes).accompaniment, bars)``
+    """
+    n_bars = len(bars) - 1
+    rhythm: list[set] = [set() for _ in range(max(n_bars, 0))]
+    figure: list[set] = [set() for _ in range(max(n_bars, 0))]
+    idx = np.flatnonzero(mask)
+    k, pos = beats_in_bar(notes.onset[idx], np.asarray(bars, np.float64))
+    slots = np.rint(pos / SIXTEENTH).astype(np.int64)
+    pitch = notes.pitch[idx]
+    for b in np.unique(k).tolist():
+        if not 0 <= b < n_bars:
+            continue
+        sel = k == b
+        rank = np.searchsorted(np.unique(pitch[sel]), pitch[sel])
+        rhythm[b] = set(slots[sel].tolist())
+        figure[b] = set(zip(slots[sel].tolist(), rank.tolist()))
+    return [frozenset(s) for s in rhythm], [frozenset(s) for s in figure]
+
+
+def beat_bass(notes: NoteArrays, mask: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """The bass at each time of ``beats``: the index of the lowest note of ``mask`` sounding at
+    that time or starting within the beat after it, -1 where none (the realism features read the
+    accompaniment's bass so, beat by beat).
+
+    Example: ``notes.pitch[beat_bass(notes, roles.accompaniment, bars[:-1])]  # the bass at each bar line``
+    """
+    idx = np.flatnonzero(mask)
+    on, end, pitch = notes.onset[idx], notes.end[idx], notes.pitch[idx]
+    out = np.full(np.size(beats), -1, np.int64)
+    for j, b in enumerate(np.asarray(beats, np.float64).ravel().tolist()):
+        sound = ((on <= b + 1e-9) & (end > b + 1e-9)) | ((on >= b - 1e-9) & (on < b + 1.0 - 1e-9))
+        if sound.any():
+            out[j] = idx[sound][np.argmin(pitch[sound])]
+    return out

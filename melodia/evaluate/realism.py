@@ -10,10 +10,12 @@ has excerpts on both sides of a split; the ROC-AUC on the held-out folds says ho
 are told apart: 0.5 = not at all, 1.0 = every piece given away. :func:`univariate_aucs` names
 the features that give the generations away most (each feature alone, as a score).
 
-Controls (:func:`real_vs_real`, :func:`corpus_control`): held-out songs split in two halves by
-song must come out near 0.5, and the corpus's stored pieces against the raw source files they
-were made from show what the corpus preparation changes. The method and the figures are in
-``docs/evaluation.md``, "Realism".
+The real side is one style's held-out pieces (:func:`heldout_rows`: pop by default), less those
+that are near-duplicates of a train piece (:func:`near_duplicates`: POP909 has the same song
+under two numbers, in different splits). Controls (:func:`real_vs_real`, :func:`corpus_control`):
+held-out songs split in two halves by song must come out near 0.5, and the corpus's stored
+pieces against the raw source files they were made from (POP909's) show what the corpus
+preparation changes. The method and the figures are in ``docs/evaluation.md``, "Realism".
 
 Example: ``two_sample_auc(feature_matrix(generated, 16), feature_matrix(real, 16), gen_groups, real_groups)``
 """
@@ -33,31 +35,40 @@ from ..errors import BadInputError, BadMidiError
 from ..midifile import load_score
 from ..music.harmony import (
     SIXTEENTH,
-    Chord,
     bar_lines,
     bass_on_downbeat,
     beats_in_bar,
+    chord_at,
     chord_beat_share,
     chord_tone_share,
     grid_share,
     recognise_chords,
     rhythm_repetition,
 )
+from ..music.moods import normalise_word
 from ..music.notes import NoteArrays, TickNotes, tick_score
-from .copycheck import CopyIndex, copy_check
+from ..tokenizer import DEFAULT_STYLE
+from .copycheck import WINDOW_BARS, CopyIndex, copy_check
 from .metrics import piece_features
-from .parts import ONSET_STEPS, melody_line, part_roles
+from .parts import ONSET_STEPS, bar_figures, beat_bass, melody_line, part_roles
 from .real import excerpt, load_piece, note_bars
 
 if TYPE_CHECKING:
     import symusic
 
 __all__ = [
-    "FEATURE_GROUPS", "REALISM_FEATURES", "corpus_control", "feature_matrix", "heldout_excerpts",
-    "heldout_rows", "piece_bars", "raw_source", "real_vs_real", "realism_features", "realism_report",
-    "require_sklearn", "two_sample_auc",
-    "univariate_aucs",
+    "FEATURE_GROUPS", "NEAR_DUPLICATE_SHARE", "RAW_SOURCES", "REALISM_FEATURES", "corpus_control", "feature_matrix",
+    "heldout_excerpts", "heldout_rows", "near_duplicates", "piece_bars", "raw_source", "real_vs_real",
+    "realism_features", "realism_report", "require_sklearn", "two_sample_auc", "univariate_aucs",
 ]
+
+#: a held-out piece with more than this share of its counted 4-bar windows (copycheck's hashing:
+#: every note, transposition-normalised) found in one train piece is a near-duplicate of it, and
+#: is left out of the real side (:func:`near_duplicates`)
+NEAR_DUPLICATE_SHARE = 0.5
+#: the sources whose raw files :func:`corpus_control` reads (POP909's MIDI files; music21's
+#: pieces are scores parsed in memory, with no raw MIDI file to compare with)
+RAW_SOURCES = ("pop909",)
 
 #: feature name -> group; the groups are what the report sums the give-aways by
 FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -156,12 +167,6 @@ def _nanmean(x: Sequence[float]) -> float:
     return float(a.mean()) if a.size else _NAN
 
 
-def _chord_at(chords: list[tuple[float, Chord | None]], t: np.ndarray) -> list[Chord | None]:
-    starts = np.array([c[0] for c in chords], np.float64)
-    k = np.searchsorted(starts, np.asarray(t, np.float64) + 1e-9, side="right") - 1
-    return [chords[i][1] if i >= 0 else None for i in k.tolist()]
-
-
 def _legato(notes: NoteArrays, mask: np.ndarray) -> float:
     """Median of (note length / time to the part's next onset), capped at 2: 1 = legato,
     below 0.5 = detached."""
@@ -220,18 +225,6 @@ def _phrase_ends(line_on: np.ndarray, bars: np.ndarray, ends: Sequence[int]) -> 
         total += 1
         hits += gap >= 2.0 - 1e-9
     return hits / total if total else _NAN
-
-
-def _beat_bass(notes: NoteArrays, mask: np.ndarray, bars: np.ndarray) -> list[int]:
-    """Per beat from 0 to the last bar line: the index of the lowest note of ``mask`` sounding at
-    the beat's start or starting within the beat, -1 where there is none."""
-    idx = np.flatnonzero(mask)
-    on, end, pitch = notes.onset[idx], notes.end[idx], notes.pitch[idx]
-    out = []
-    for b in np.arange(0.0, bars[-1], 1.0):
-        sound = ((on <= b + 1e-9) & (end > b + 1e-9)) | ((on >= b - 1e-9) & (on < b + 1.0 - 1e-9))
-        out.append(int(idx[sound][np.argmin(pitch[sound])]) if sound.any() else -1)
-    return out
 
 
 def _open_fifth_beats(notes: NoteArrays, bars: np.ndarray) -> float:
@@ -335,12 +328,7 @@ def realism_features(score: "symusic.Score", bars: int | None = None) -> dict[st
     out["bar_best_match"] = float(np.mean(best)) if best else _NAN
     a_idx = np.flatnonzero(acc)
     if a_idx.size:
-        acc_rhythm = _bar_sets(k[a_idx], [(s,) for s in s16[a_idx].tolist()], n_bars)
-        rank = np.zeros(a_idx.size, np.int64)
-        for b in np.unique(k[a_idx]):
-            sel = k[a_idx] == b
-            rank[sel] = np.searchsorted(np.unique(pitch[a_idx][sel]), pitch[a_idx][sel])
-        acc_figure = _bar_sets(k[a_idx], list(zip(s16[a_idx].tolist(), rank.tolist())), n_bars)
+        acc_rhythm, acc_figure = bar_figures(notes, acc, bl)
         out["accompaniment_rhythm_repeat"] = _repeat_share(acc_rhythm)
         out["accompaniment_figure_repeat"] = _repeat_share(acc_figure)
         out["accompaniment_rhythm_consecutive"] = rhythm_repetition(on[a_idx], bl)
@@ -380,7 +368,7 @@ def realism_features(score: "symusic.Score", bars: int | None = None) -> dict[st
         out["chord_tones_melody"] = chord_tone_share(notes, chords, float(bl[-1]), mel)
         on_beat = m_idx[_near(pos[m_idx], 1.0)]
         if on_beat.size:
-            in_force = _chord_at(chords, on[on_beat])
+            in_force = chord_at(chords, on[on_beat])
             tones = [c is not None and int(p) % 12 in c.pitch_classes for c, p in zip(in_force, pitch[on_beat])]
             known = [c is not None for c in in_force]
             out["chord_tones_melody_beats"] = (sum(tones) / sum(known)) if any(known) else _NAN
@@ -392,7 +380,7 @@ def realism_features(score: "symusic.Score", bars: int | None = None) -> dict[st
 
     # bass: the lowest accompaniment note sounding at each beat's start or starting in the beat
     low = acc if acc.any() else np.ones(pitch.size, bool)
-    bass_of_beat = _beat_bass(notes, low, bl)
+    bass_of_beat = beat_bass(notes, low, np.arange(0.0, bl[-1], 1.0)).tolist()
     bass = np.array([i for i in bass_of_beat if i >= 0], np.int64)
     if bass.size:
         # chords of the notes above the bass, so that the bass's own notes cannot make it the root
@@ -401,7 +389,7 @@ def realism_features(score: "symusic.Score", bars: int | None = None) -> dict[st
         upper_chords = recognise_chords(NoteArrays(on[upper], end[upper], pitch[upper]), bl) if upper.any() else []
         down = [(b, bass_of_beat[i]) for i, b in enumerate(np.arange(0.0, bl[-1], 1.0)) if bass_of_beat[i] >= 0
                 and np.any(np.abs(bl - b) < 1e-9)]
-        in_force = _chord_at(upper_chords, np.array([b for b, _ in down])) if upper_chords and down else []
+        in_force = chord_at(upper_chords, np.array([b for b, _ in down])) if upper_chords and down else []
         roots = [int(pitch[i]) % 12 == c.root for (_, i), c in zip(down, in_force) if c is not None]
         out["bass_root"] = _share(np.array(roots)) if roots else _NAN
         bp = pitch[bass]
@@ -637,14 +625,23 @@ def corpus_control(corpus: Path, rows: Sequence[Mapping[str, Any]], sources: Seq
     """What the corpus preparation changes: an excerpt of each stored piece (``C/pieces/*.mid``)
     against the excerpt at the same bar index of the source file it was made from, read raw
     (:func:`_raw_read`), through :func:`two_sample_auc` grouped by song (both excerpts of a song
-    in the same fold). Rows whose source file is not found are left out; ``None`` when fewer
-    than 4 songs are left.
+    in the same fold). Only rows of :data:`RAW_SOURCES` (POP909) are read, and of them those
+    whose source file is found; ``{"auc": None, "reason": ...}`` when fewer than 4 songs are
+    left, with ``"skipped": True`` when no row is of :data:`RAW_SOURCES` (a folk or chorale
+    comparison: music21's pieces have no raw file).
 
     Example: ``corpus_control(Path("C"), held, ["data/pop909"], 16)["auc"]``
     """
+    readable = [r for r in rows if r.get("source") in RAW_SOURCES]
+    if not readable:
+        found = sorted({str(r.get("source")) for r in rows})
+        return {"auc": None, "skipped": True,
+                "reason": f"skipped: its pieces come from {', '.join(found) or 'no source'}, not "
+                          f"{' or '.join(RAW_SOURCES)} (the control compares stored pieces with raw "
+                          f"{' or '.join(RAW_SOURCES)} MIDI files)"}
     rng = np.random.default_rng(seed)
     stored, raw, songs = [], [], []
-    for row in rows:
+    for row in readable:
         path = raw_source(corpus, row, sources)
         if path is None:
             continue
@@ -680,32 +677,71 @@ def _group_aucs(real: np.ndarray, gen: np.ndarray, real_groups: Sequence[str], g
     return out
 
 
-def heldout_rows(rows: Sequence[Mapping[str, Any]], source: str | None = "pop909") -> tuple[list[dict], str]:
+def heldout_rows(rows: Sequence[Mapping[str, Any]], style: str | None = None) -> tuple[list[dict], str]:
     """The held-out pieces of a manifest (the *valid* and *test* splits: songs training never
-    read) of ``source`` when the corpus has some (the style the generations are compared with),
-    else of every source; and a label saying which.
+    read) of ``style`` (manifest ``"style"``: pop, folk, chorale, classical, a folder's own;
+    ``"Folk"`` reads as ``"folk"``), and a label saying which. ``style`` None: pop
+    (:data:`melodia.tokenizer.DEFAULT_STYLE`, what a model with styles plays by default) when
+    the corpus has held-out pop, else every held-out piece. A style with no held-out piece is a
+    :class:`BadInputError` naming those the corpus has.
 
-    Example: ``heldout_rows(load_manifest("C"))  # ([...88 rows], "pop909 valid+test")``
+    Example: ``heldout_rows(load_manifest("C"), "folk")  # ([...1252 rows], "folk valid+test")``
     """
     held = [dict(r) for r in rows if r.get("split") in ("valid", "test")]
-    if source and any(r.get("source") == source for r in held):
-        return [r for r in held if r.get("source") == source], f"{source} valid+test"
-    return held, "valid+test"
+    styles = sorted({str(r["style"]) for r in held if r.get("style")})
+    if style is None:
+        if DEFAULT_STYLE not in styles:
+            return held, "valid+test"
+        style = DEFAULT_STYLE
+    name = normalise_word(style) if isinstance(style, str) else ""
+    if name not in styles:
+        raise BadInputError(f"realism: the corpus has no held-out pieces of style {style!r}; its held-out "
+                            f"styles: {', '.join(styles) or 'none (its manifest names no style)'}")
+    return [r for r in held if r.get("style") == name], f"{name} valid+test"
+
+
+def near_duplicates(corpus: Path, rows: Sequence[Mapping[str, Any]], index: CopyIndex,
+                    share: float = NEAR_DUPLICATE_SHARE) -> tuple[list[dict], list[dict]]:
+    """Split held-out ``rows`` into those kept and the near-duplicates of a train piece: a
+    stored piece with more than ``share`` of its counted :data:`~melodia.evaluate.copycheck.WINDOW_BARS`-bar
+    windows (every note, transposition-normalised) found in one piece of ``index``
+    (:meth:`CopyIndex.closest`). Each near-duplicate is named as ``{"song", "id", "like"
+    (the train piece's song), "share", "windows"}``. Unreadable pieces are kept (the excerpts
+    skip them).
+
+    Example: ``near_duplicates(Path("C"), held, CopyIndex.of_corpus(Path("C")))[1]  # [{"song": "pop909:018", "like": "pop909:017", ...}]``
+    """
+    kept: list[dict] = []
+    dropped: list[dict] = []
+    for row in rows:
+        try:
+            near = index.closest(load_piece(corpus, row))
+        except BadMidiError:
+            kept.append(dict(row))
+            continue
+        if near["share"] is not None and near["share"] > share:
+            dropped.append({"song": str(row.get("song", row.get("id"))), "id": row.get("id"), "like": near["name"],
+                            "share": near["share"], "windows": near["windows"]})
+        else:
+            kept.append(dict(row))
+    return kept, dropped
 
 
 def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int, seed: int = 0,
-                   per_song: int = 2, source: str | None = "pop909", sources: Sequence[str | Path] | None = None,
+                   per_song: int = 2, style: str | None = None, sources: Sequence[str | Path] | None = None,
                    copy: bool = True, repeats: int = 3, say: Any = None) -> dict[str, Any]:
     """The realism check of a set of generated ``bars``-bar pieces against a corpus: the
     classifier test (:func:`two_sample_auc`) against up to ``per_song`` excerpts of each held-out
-    song (:func:`heldout_rows`, :func:`heldout_excerpts`), the features that give the
+    song of ``style`` (:func:`heldout_rows`: None = pop where the corpus has it;
+    :func:`heldout_excerpts`), less the near-duplicates of train pieces (:func:`near_duplicates`,
+    named in ``result["real"]["near_duplicates"]``), the features that give the
     generations away (:func:`univariate_aucs`), the AUC of each feature group alone, the two
     controls (:func:`real_vs_real`, :func:`corpus_control`, raw files looked up under ``sources``,
-    default the corpus report's) and, with ``copy``, the copy check of the generations and, for
+    default the corpus report's; skipped, with the reason, for a style not from POP909) and, with ``copy``, the copy check of the generations and, for
     reference, of the real excerpts against the corpus's train split
     (:mod:`melodia.evaluate.copycheck`). ``say(text)`` hears progress.
 
-    Example: ``realism_report(scores, Path("C"), 16)["test"]["auc"]  # 0.98``
+    Example: ``realism_report(scores, Path("C"), 16, style="folk")["test"]["auc"]  # 0.98``
     """
     require_sklearn()
     say = say or (lambda text: None)
@@ -713,7 +749,13 @@ def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int
     if len(generated) < 4:
         raise BadInputError(f"realism: need at least 4 generated pieces with notes, got {len(generated)}")
     rows = load_manifest(corpus)
-    held, label = heldout_rows(rows, source)
+    held, label = heldout_rows(rows, style)
+    say("realism: the train split's 4-bar windows (near-duplicates, copy check)")
+    index = CopyIndex.of_corpus(corpus, rows=rows)
+    checked = len(held)
+    held, dropped = near_duplicates(corpus, held, index)
+    say(f"realism: {len(dropped)} of {checked} held-out pieces ({label}) left out as near-duplicates of train pieces"
+        + "".join(f"; {d['song']} like {d['like']} ({d['share']:.0%})" for d in dropped[:8]))
     say(f"realism: {bars}-bar excerpts of {len(held)} held-out songs ({label})")
     real, songs, origin = heldout_excerpts(corpus, held, bars, per_song, np.random.default_rng(seed))
     if len(set(songs)) < 4:
@@ -731,7 +773,9 @@ def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int
             sources = []
     out: dict[str, Any] = {
         "bars": bars, "features": len(REALISM_FEATURES), "classifiers": dict(CLASSIFIERS),
-        "real": {"label": label, "songs": len(set(songs)), "excerpts": len(real), "per_song": per_song},
+        "real": {"label": label, "songs": len(set(songs)), "excerpts": len(real), "per_song": per_song,
+                 "near_duplicates": {"share": NEAR_DUPLICATE_SHARE, "window_bars": WINDOW_BARS, "checked": checked,
+                                     "dropped": dropped}},
         "generated": {"n": len(generated)},
         "test": test,
         "by_group": _group_aucs(xr, xg, songs, gen_groups, seed, repeats),
@@ -745,7 +789,6 @@ def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int
         out["controls"]["corpus"] = corpus_control(corpus, held, [str(s) for s in sources], bars, seed, repeats)
     if copy:
         say("realism: copy check against the train split")
-        index = CopyIndex.of_corpus(corpus, rows=rows)
         out["copy"] = copy_check(generated, index)
         ref = copy_check(real, index)
         out["copy"]["real_reference"] = {p: {**ref[p], "copied_pieces": [origin[i] for i in ref[p]["copied_pieces"]]}

@@ -174,8 +174,17 @@ def _realism_section(result: Mapping[str, Any]) -> list[str]:
              "(rhythm, repetition, melody, harmony, bass, texture, dynamics; chords recognised from the notes "
              f"on both sides). ROC-AUC on held-out folds ({t['folds']} folds grouped by song × {t['repeats']} "
              "shuffles, mean ± sd over folds): 0.5 = indistinguishable, 1.0 = every generation given away. "
-             "The verdict is the higher of the two classifiers.", "",
-             "| comparison | logistic | boosting | verdict |", "|---|---|---|---|",
+             "The verdict is the higher of the two classifiers.", ""]
+    near = r["real"].get("near_duplicates")
+    if near:
+        dropped = near["dropped"]
+        lines += [f"Near-duplicates left out: {len(dropped)} of the {near['checked']} held-out pieces share more "
+                  f"than {percent(near['share'])} of their {near['window_bars']}-bar windows (every note, "
+                  "transposition-normalised) with one train piece, the same music under two songs' names"
+                  + (": " + ", ".join(f"{d['song']} (like {d['like']}, {percent(d['share'])} of "
+                                      f"{_plural(d['windows'], 'window')})" for d in dropped) if dropped else "")
+                  + ".", ""]
+    lines += ["| comparison | logistic | boosting | verdict |", "|---|---|---|---|",
              f"| **generated vs real** | {_auc_cell(t, 'logistic')} | {_auc_cell(t, 'boosting')} | "
              f"**{_fmt(t.get('auc'), 2)}** |",
              f"| control: real vs real (held-out songs split in two halves by song; should be ≤ 0.60) | "

@@ -42,9 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRID_TOLERANCE", "NO_CHORD", "PITCH_NAMES", "QUALITIES", "SIXTEENTH", "TRIADS", "Chord", "NoteArrays",
-    "bar_lines", "bass_on_downbeat", "beats_in_bar", "best_phase", "chord_beat_share", "chord_from_token_name",
-    "chord_of_weights", "chord_token_name", "chord_token_names", "chord_tone_share", "grid_share", "key_of_chords",
-    "metre_figures", "parse_chord", "parse_progression", "progression_string", "quantize_times",
+    "bar_lines", "bass_on_downbeat", "beats_in_bar", "best_phase", "chord_at", "chord_beat_share",
+    "chord_from_token_name", "chord_of_weights", "chord_token_name", "chord_token_names", "chord_tone_share",
+    "grid_share", "key_of_chords", "metre_figures", "parse_chord", "parse_progression", "pitch_name",
+    "progression_string", "quantize_times",
     "recognise_chords", "rhythm_repetition", "split_section_chords",
 ]
 
@@ -350,6 +351,24 @@ def recognise_chords(notes: NoteArrays, bars: np.ndarray) -> list[tuple[float, C
             out.append((float(a), chord))
             prev = chord
     return out
+
+
+def chord_at(chords: Sequence[tuple[float, Chord | None]], times: np.ndarray) -> list[Chord | None]:
+    """The chord in force at each time (beats) of a change list such as :func:`recognise_chords`
+    gives: the last change at or before it (a change at exactly the time counts); None before the
+    first change, or where no chord sounds.
+
+    Example: ``chord_at([(0.0, Chord(0, "maj")), (2.0, Chord(7, "maj"))], np.array([1.0, 2.0]))  # [C, G]``
+    """
+    starts = np.array([c[0] for c in chords], np.float64)
+    k = np.searchsorted(starts, np.asarray(times, np.float64) + 1e-9, side="right") - 1
+    return [chords[i][1] if i >= 0 else None for i in np.atleast_1d(k).tolist()]
+
+
+def pitch_name(pitch: int) -> str:
+    """A MIDI pitch as a name with its octave, C4 = 60 (octaves as the piano roll counts them),
+    spelled as :data:`PITCH_NAMES` whatever the key. Example: ``pitch_name(70)  # 'Bb4'``"""
+    return f"{PITCH_NAMES[int(pitch) % 12]}{int(pitch) // 12 - 1}"
 
 
 # ----------------------------------------------------------------------------- metre figures
