@@ -24,7 +24,7 @@ Stages (``--stages``, default all, in this order; each reads what the one before
                  there is one: the shards need only torch + numpy)
 * ``popshards``— the POP909 pieces alone (``style pop``), with WORK/T's tokenizer and the corpus's
                  splits → WORK/Tpop
-* ``finetune`` — from WORK/run's weights on WORK/Tpop into WORK/run_pop, until its (POP909)
+* ``finetune`` — from WORK/run's weights (or ``--finetune-init``'s) on WORK/Tpop into WORK/run_pop, until its (POP909)
                  validation loss has not improved for ``--patience`` evaluations (or
                  ``--finetune-steps``); the best weights are kept. The stages after it measure
                  and export WORK/run_pop/model when it exists, else WORK/run/model
@@ -145,7 +145,8 @@ def stage_popshards(a) -> None:
 
 
 def stage_finetune(a) -> None:
-    _train(a, a.work / "Tpop", a.work / "run_pop", a.finetune_steps, init=a.work / "run" / "model",
+    _train(a, a.work / "Tpop", a.work / "run_pop", a.finetune_steps,
+           init=Path(a.finetune_init) if a.finetune_init else a.work / "run" / "model",
            lr=a.finetune_lr, patience=a.patience)
 
 
@@ -192,6 +193,24 @@ def _final_val(run: Path) -> tuple[float | None, dict]:
     vals = [r for r in rows if "val_loss" in r]
     steps = [r for r in rows if "tokens" in r]
     return (min(r["val_loss"] for r in vals) if vals else None), (steps[-1] if steps else {})
+
+
+def finetune_summary(work: Path) -> dict:
+    """The POP909 fine-tune (WORK/run_pop) for the card: its validation loss on POP909 at its
+    start (the weights it began from) and at its best, steps, tokens, epochs, and why it stopped."""
+    rows = [json.loads(x) for x in (work / "run_pop" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    vals = [r for r in rows if "val_loss" in r]
+    steps = [r for r in rows if "tokens" in r]
+    t = json.loads((work / "run_pop" / "model" / "melodia.json").read_text()).get("training") or {}
+    index = json.loads((work / "Tpop" / "index.json").read_text())
+    best = min(vals, key=lambda r: r["val_loss"]) if vals else {}
+    return {"val_start": vals[0]["val_loss"] if vals else None, "val_best": best.get("val_loss"),
+            "best_step": best.get("step"), "evals": [(r["step"], round(r["val_loss"], 4)) for r in vals],
+            "steps": t.get("steps_done"), "tokens": t.get("tokens_seen"),
+            "epochs": (t.get("tokens_seen") or 0) / max(1, index["splits"]["train"]["tokens"]),
+            "train_tokens": index["splits"]["train"]["tokens"], "valid_tokens": index["splits"]["valid"]["tokens"],
+            "stopped_early": t.get("stopped_early"), "patience": t.get("patience"), "lr": t.get("lr"),
+            "eval_every": t.get("eval_every"), "last": steps[-1] if steps else {}}
 
 
 def tempo_unknown(work: Path, tokenizer_json: Path) -> dict:
@@ -305,25 +324,87 @@ def stage_metre(a) -> None:
     print(f"mood agreement on these samples: {res['mood_agreement']}")
 
 
-def stage_realism(a) -> None:
-    """Can a classifier tell 16 samples × 4 moods × 16 bars from held-out POP909 excerpts?"""
+REALISM_CASES = {  # name: (style, generate() settings); the first is the card's headline
+    "default": (None, {}),
+    "dynamics_flat": (None, {"dynamics": "flat"}),
+    "chromatic": (None, {"in_key": False}),
+    "folk": ("folk", {}),
+    "chorale": ("chorale", {}),
+}
+
+
+def realism_cases(composer, corpus: Path, seed: int, threads: int, cases=tuple(REALISM_CASES), say=_stamp) -> dict:
+    """The realism check of one model in each of ``cases`` (:data:`REALISM_CASES`): 16 pieces
+    × 4 moods × 16 bars as ``Composer.generate`` writes them with those settings, against the
+    held-out excerpts of the case's style (pop: POP909), sharing one train index. A style the
+    model does not know is skipped (named in the result)."""
     import torch
 
-    from melodia import Composer
+    from melodia.evaluate.copycheck import CopyIndex
     from melodia.evaluate.realism import realism_report
-    from melodia.evaluate.report import jsonable, realism_markdown
+    from melodia.evaluate.report import jsonable
     from melodia.music.moods import CANONICAL_MOODS
 
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(threads)
+    index = CopyIndex.of_corpus(corpus)
+    out: dict = {}
+    for name in cases:
+        style, settings = REALISM_CASES[name]
+        if style and style not in composer.styles:
+            out[name] = {"skipped": f"the model knows no style {style!r}"}
+            continue
+        t0 = time.time()
+        kw = {**settings, **({"style": style} if style else {})}
+        scores = [p.to_score() for k, mood in enumerate(CANONICAL_MOODS)
+                  for p in composer.generate(mood=mood, bars=16, n=16, seed=seed + 100 + k, **kw)]
+        say(f"realism {name}: {len(scores)} pieces generated in {time.time() - t0:.0f} s")
+        res = realism_report(scores, corpus, 16, seed=seed, style=style, say=say, index=index)
+        res["settings"], res["seconds"] = {"style": style, **settings}, round(time.time() - t0, 1)
+        out[name] = jsonable(res)
+        say(f"realism {name}: AUC {res['test']['auc']:.2f}")
+    return out
+
+
+def stage_realism(a) -> None:
+    """Can a classifier tell 16 samples × 4 moods × 16 bars from held-out real excerpts? For the
+    model (each of :data:`REALISM_CASES`) and, with ``--realism-baseline``, that model as it ships."""
+    from melodia import Composer
+    from melodia.evaluate.report import realism_markdown
+
     composer = Composer.load(a.metre_model or final_run(a) / "model")
-    t0 = time.time()
-    scores = [p.to_score() for k, mood in enumerate(CANONICAL_MOODS)
-              for p in composer.generate(mood=mood, bars=16, n=16, seed=a.seed + 100 + k)]
-    _stamp(f"realism: {len(scores)} pieces generated in {time.time() - t0:.0f} s")
-    res = realism_report(scores, a.work / "C", 16, seed=a.seed, sources=[a.pop909], say=_stamp)
-    res["seconds"] = round(time.time() - t0, 1)
-    (a.work / "realism.json").write_text(json.dumps(jsonable(res), indent=1))
-    print(realism_markdown(jsonable(res)))
+    res = realism_cases(composer, a.work / "C", a.seed, a.threads)
+    if a.realism_baseline:
+        res["baseline"] = realism_cases(Composer.load(a.realism_baseline), a.work / "C", a.seed, a.threads,
+                                        cases=("default",))["default"]
+        res["baseline"]["model"] = str(a.realism_baseline)
+    (a.work / "realism.json").write_text(json.dumps(res, indent=1))
+    print(realism_markdown(res["default"]))
+
+
+CASE_LABELS = {"baseline": "the model shipped before, default settings", "default": "this model, default settings",
+               "dynamics_flat": "this model, `dynamics=\"flat\"` (its own velocities)",
+               "chromatic": "this model, `in_key=False` (no scale mask)", "folk": "this model, `style=\"folk\"`",
+               "chorale": "this model, `style=\"chorale\"`"}
+
+
+def realism_table_md(res: dict) -> str:
+    """One row per realism case: AUC, its control, the copy check."""
+    rows = ["| generations (16 × happy, tense, sad, calm; 16 bars) | against held-out | AUC | real vs real | "
+            "4-bar windows copied | longest verbatim run |", "|---|---|---|---|---|---|"]
+    for name in ("baseline", *REALISM_CASES):
+        r = res.get(name)
+        if not r:
+            continue
+        if "skipped" in r:
+            rows.append(f"| {CASE_LABELS[name]} | – | skipped: {r['skipped']} | | | |")
+            continue
+        cp = (r.get("copy") or {}).get("all") or {}
+        rr = r["controls"].get("real_vs_real") or {}
+        rows.append(f"| {CASE_LABELS[name]} | {r['real']['excerpts']} excerpts of {r['real']['songs']} songs "
+                    f"({r['real']['label']}) | **{r['test']['auc']:.2f}** | {rr.get('auc', float('nan')):.2f} | "
+                    f"{cp.get('copied', '?')} of {cp.get('windows', '?')} ({(cp.get('copied_share') or 0):.1%}) | "
+                    f"{cp.get('longest_run_bars', '?')} bars |")
+    return "\n".join(rows) + "\n"
 
 
 def metre_table_md(res: dict) -> str:
@@ -380,6 +461,7 @@ def stage_export(a) -> None:
     src = final_run(a) / "model"
     model, meta = load_model_dir(src)
     val, last = _final_val(a.work / "run")
+    finetune = finetune_summary(a.work) if src.parent.name == "run_pop" else None
     val0, last0 = _final_val(a.work / "run0") if (a.work / "run0" / "metrics.jsonl").exists() else (None, {})
     val10, _ = _final_val(a.work / "run_tenth") if (a.work / "run_tenth").exists() else (None, {})
     moods = json.loads((a.work / "moods.json").read_text()) if (a.work / "moods.json").exists() else None
@@ -415,6 +497,7 @@ def stage_export(a) -> None:
         "tempo_unknown": unknown,
         "hardware": a.hardware or f"{platform.processor() or platform.machine()}, CPU",
         "metre": metre, "realism": realism, "preset_comparison": compare, "started_from": history,
+        "finetune": finetune,
     }
     if history:
         meta["default_model"]["pretrained"] = None
@@ -438,6 +521,9 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
     tr = meta["default_model"]["trained"]
     pre = meta["default_model"].get("pretrained") or {}
     t = meta.get("training") or {}  # the run's own settings, as its model directory recorded them
+    ft = meta["default_model"].get("finetune")
+    if ft:  # the shipped weights are the fine-tune's; the lines below describe the run before it
+        t = json.loads((a.work / "run" / "model" / "melodia.json").read_text()).get("training") or {}
     t0 = index_tokens0 = None
     if (a.work / "T0" / "index.json").exists():
         index_tokens0 = json.loads((a.work / "T0" / "index.json").read_text())["splits"]["train"]["tokens"]
@@ -456,7 +542,7 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
               f"moved to C ({ht.get('time_s', '?')} s; validation loss {hist.get('val_loss') or float('nan'):.3f} on "
               f"those shards), both on the corpus read on the MIDI tempo grid with pickups as bar 1.\n\n"
               f"**3. This retrain** (stage `train --init`), from those weights, on the corpus with real bar lines, "
-              f"chord tokens and infilling rows:\n\n")
+              f"chord tokens and infilling rows" + (", and new style and section tokens" if ft else "") + ":\n\n")
     cmp_ = meta["default_model"].get("preset_comparison")
     cmp_note = ""
     if cmp_ and cmp_.get("tiny_val") is not None:
@@ -475,8 +561,12 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
     realism = meta["default_model"].get("realism")
     if realism:
         from melodia.evaluate.report import realism_markdown
-    realism_md = realism_markdown(realism).replace("## Realism", "## Realism (measured by the script)") \
-        if realism else "## Realism\n\n_Not measured._"
+    if realism and "default" in realism:  # one check per case (stage realism): the table, then the headline's detail
+        realism_md = ("## Realism (measured by the script)\n\n" + realism_table_md(realism) + "\n"
+                      + realism_markdown(realism["default"]).replace("## Realism", "### This model, default settings"))
+    else:
+        realism_md = realism_markdown(realism).replace("## Realism", "## Realism (measured by the script)") \
+            if realism else "## Realism\n\n_Not measured._"
     controls = json.loads((a.work / "controls.json").read_text()) if (a.work / "controls.json").exists() else None
     if controls:
         sys.path.insert(0, str(ROOT / "scripts"))
@@ -500,6 +590,33 @@ def model_card(meta, params, moods, val, val10, index, report, a) -> str:
         subsequent_indent="  ") + "\n" if unk.get("token") else ""
     balance_note = ("; chunks drawn so that each of the four moods is read equally often"
                     if t.get("balance_moods") else "")
+    sec = report.get("sections") or {}
+    from collections import Counter
+
+    from melodia.corpus import load_manifest
+    styles = Counter(r.get("style") or "none" for r in load_manifest(a.work / "C"))
+    styles_md = ""
+    if index.get("style_ids"):
+        styles_md = textwrap.fill(
+            "* Styles: each piece's source gives it a `STYLE_` token after its key ("
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(styles.items(), key=lambda kv: -kv[1]))
+            + " pieces; pop = POP909, folk = the ABC collections, chorale = Bach, classical = the rest)."
+            + (f" Sections: POP909's human phrase labels (`data/pop909-structure`, MIT) aligned to the bar"
+               f" lines on {sec.get('pieces', 0)} of {sec.get('labelled', 0)} songs (the rest did not fit and"
+               f" are skipped), one `SECTION_` token where each phrase starts (docs/corpus.md)." if sec else ""),
+            width=98, subsequent_indent="  ") + "\n"
+    ft_md = ""
+    if ft:
+        why = (f"its POP909 validation loss had not improved for {ft['patience']} evaluations"
+               if ft["stopped_early"] else "its wall-time limit (the loss had not yet stopped falling)")
+        ft_md = (f"\n**4. Fine-tune on POP909 alone** (stages `popshards`, `finetune`), from those weights: the "
+                 f"POP909 pieces with the same tokenizer and splits ({ft['train_tokens']:,} training tokens, "
+                 f"{ft['valid_tokens']:,} validation tokens), peak lr {ft['lr']}, validation every "
+                 f"{ft['eval_every']} steps; {ft['steps']} steps, {ft['tokens']:,} target tokens "
+                 f"({ft['epochs']:.2f} epochs), stopped by {why}. POP909 validation loss "
+                 f"{ft['val_start']:.3f} → {ft['val_best']:.3f} nats/token (best, at step {ft['best_step']}; "
+                 f"each evaluation: {', '.join(f'{st}: {v:.3f}' for st, v in ft['evals'])}). These are the "
+                 f"shipped weights.\n")
     return f"""# melodia default model
 
 A {params / 1e6:.2f} M-parameter Llama-style causal Transformer (preset `small`: 6 layers,
@@ -516,7 +633,7 @@ Weights in bfloat16 (safetensors). Rebuilt by `python scripts/train_default.py`.
 * Bar lines are the music's: pickups padded to a full bar; chords annotated (POP909) or
   recognised per half bar (the rest), one `Chord_<root>:<quality>` token at each change; a
   quarter of the training chunks rearranged to teach infilling (docs/corpus.md).
-* {report['pieces']:,} pieces after deduplication; {index['splits']['train']['tokens']:,} training
+{styles_md}* {report['pieces']:,} pieces after deduplication; {index['splits']['train']['tokens']:,} training
   tokens, {index['splits']['valid']['tokens']:,} validation tokens (split by song).
 * Moods: labelled by melodia's estimator (`melodia/music/mood_estimator.py`), not by people{chunk_note}.
 {tempo_note}
@@ -530,7 +647,7 @@ Hardware: {meta['default_model']['hardware']}.
 * Target tokens seen: {tr.get('tokens', '?'):,} ({epochs:.2f} epochs of the training split); wall time of
   the training run: {tr.get('time_s', '?')} s.
 * Validation loss: {val if val is None else f'{val:.3f}'} nats/token (best){tenth_note}.{cmp_note}
-
+{ft_md}
 ## Metre and harmony (measured by the script)
 
 16 samples × 4 moods × 16 bars from these weights (default settings, seed {a.seed}) against 64
@@ -587,6 +704,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=STEPS, help=f"steps on pieces moved to C (the shipped model: {STEPS})")
     ap.add_argument("--finetune-steps", type=int, default=3000,
                     help="most steps of the POP909 fine-tune (it stops earlier on --patience)")
+    ap.add_argument("--finetune-init", default="",
+                    help="weights the fine-tune starts from (default WORK/run/model, the train stage's best)")
     ap.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate of the POP909 fine-tune")
     ap.add_argument("--patience", type=int, default=4,
                     help="the fine-tune stops after this many validations without improvement")
@@ -603,6 +722,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64,
                     help="samples per mood for the mood table (the card also shows each set of 32)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--realism-baseline", default="",
+                    help="also run the realism check (default settings) on this model, e.g. the one shipped before")
     ap.add_argument("--hardware", default="", help="what the card says it was trained on")
     ap.add_argument("--listening", default="", help="a markdown file with the listening notes")
     ap.add_argument("--limits", default="", help="a markdown file with the card's Limits section")

@@ -729,7 +729,8 @@ def near_duplicates(corpus: Path, rows: Sequence[Mapping[str, Any]], index: Copy
 
 def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int, seed: int = 0,
                    per_song: int = 2, style: str | None = None, sources: Sequence[str | Path] | None = None,
-                   copy: bool = True, repeats: int = 3, say: Any = None) -> dict[str, Any]:
+                   copy: bool = True, repeats: int = 3, say: Any = None,
+                   index: CopyIndex | None = None) -> dict[str, Any]:
     """The realism check of a set of generated ``bars``-bar pieces against a corpus: the
     classifier test (:func:`two_sample_auc`) against up to ``per_song`` excerpts of each held-out
     song of ``style`` (:func:`heldout_rows`: None = pop where the corpus has it;
@@ -739,7 +740,9 @@ def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int
     controls (:func:`real_vs_real`, :func:`corpus_control`, raw files looked up under ``sources``,
     default the corpus report's; skipped, with the reason, for a style not from POP909) and, with ``copy``, the copy check of the generations and, for
     reference, of the real excerpts against the corpus's train split
-    (:mod:`melodia.evaluate.copycheck`). ``say(text)`` hears progress.
+    (:mod:`melodia.evaluate.copycheck`). ``say(text)`` hears progress. ``index``: the corpus's
+    train index (``CopyIndex.of_corpus(corpus)``) when the caller already has it (several reports
+    in one run; building it reads every train piece).
 
     Example: ``realism_report(scores, Path("C"), 16, style="folk")["test"]["auc"]  # 0.98``
     """
@@ -750,8 +753,9 @@ def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int
         raise BadInputError(f"realism: need at least 4 generated pieces with notes, got {len(generated)}")
     rows = load_manifest(corpus)
     held, label = heldout_rows(rows, style)
-    say("realism: the train split's 4-bar windows (near-duplicates, copy check)")
-    index = CopyIndex.of_corpus(corpus, rows=rows)
+    if index is None:
+        say("realism: the train split's 4-bar windows (near-duplicates, copy check)")
+        index = CopyIndex.of_corpus(corpus, rows=rows)
     checked = len(held)
     held, dropped = near_duplicates(corpus, held, index)
     say(f"realism: {len(dropped)} of {checked} held-out pieces ({label}) left out as near-duplicates of train pieces"
