@@ -324,41 +324,56 @@ def stage_metre(a) -> None:
     print(f"mood agreement on these samples: {res['mood_agreement']}")
 
 
-REALISM_CASES = {  # name: (style, generate() settings); the first is the card's headline
-    "default": (None, {}),
-    "dynamics_flat": (None, {"dynamics": "flat"}),
-    "chromatic": (None, {"in_key": False}),
-    "folk": ("folk", {}),
-    "chorale": ("chorale", {}),
+REALISM_CASES = {  # name: (style, generate() settings, pieces per mood); the first is the card's headline
+    "default": (None, {}, 16),
+    "dynamics_flat": (None, {"dynamics": "flat"}, 16),
+    "chromatic": (None, {"in_key": False}, 8),
+    "folk": ("folk", {}, 8),
+    "chorale": ("chorale", {}, 8),
 }
 
 
-def realism_cases(composer, corpus: Path, seed: int, threads: int, cases=tuple(REALISM_CASES), say=_stamp) -> dict:
-    """The realism check of one model in each of ``cases`` (:data:`REALISM_CASES`): 16 pieces
-    × 4 moods × 16 bars as ``Composer.generate`` writes them with those settings, against the
-    held-out excerpts of the case's style (pop: POP909), sharing one train index. A style the
-    model does not know is skipped (named in the result)."""
+def realism_cases(composer, corpus: Path, seed: int, threads: int, cases=tuple(REALISM_CASES), say=_stamp,
+                  sources: tuple = ()) -> dict:
+    """The realism check of one model in each of ``cases`` (:data:`REALISM_CASES`): pieces of
+    16 bars, an equal number per mood (happy, tense, sad, calm), as ``Composer.generate`` writes
+    them with those settings, against the held-out excerpts of the case's style (pop: POP909),
+    sharing one train index (``sources``: where the corpus control finds the raw POP909 files). "default" is "dynamics_flat"'s notes with the mood's dynamics
+    (``dynamics="mood"`` shapes a piece so after sampling: the same notes, one sampling). A style
+    the model does not know is skipped (named in the result)."""
     import torch
 
     from melodia.evaluate.copycheck import CopyIndex
     from melodia.evaluate.realism import realism_report
     from melodia.evaluate.report import jsonable
+    from melodia.generate import shape_dynamics
+    from melodia.generate.arrange import dynamics_level
     from melodia.music.moods import CANONICAL_MOODS
 
     torch.set_num_threads(threads)
     index = CopyIndex.of_corpus(corpus)
     out: dict = {}
+    flat: dict[str, list] = {}  # mood -> the flat pieces "default" and "dynamics_flat" share
     for name in cases:
-        style, settings = REALISM_CASES[name]
+        style, settings, n = REALISM_CASES[name]
         if style and style not in composer.styles:
             out[name] = {"skipped": f"the model knows no style {style!r}"}
             continue
         t0 = time.time()
-        kw = {**settings, **({"style": style} if style else {})}
-        scores = [p.to_score() for k, mood in enumerate(CANONICAL_MOODS)
-                  for p in composer.generate(mood=mood, bars=16, n=16, seed=seed + 100 + k, **kw)]
-        say(f"realism {name}: {len(scores)} pieces generated in {time.time() - t0:.0f} s")
-        res = realism_report(scores, corpus, 16, seed=seed, style=style, say=say, index=index)
+        scores = []
+        for k, mood in enumerate(CANONICAL_MOODS):
+            if name in ("default", "dynamics_flat"):
+                if mood not in flat:
+                    flat[mood] = [p.to_score() for p in composer.generate(mood=mood, bars=16, n=n, seed=seed + 100 + k,
+                                                                          dynamics="flat")]
+                level = dynamics_level("mood", mood, None)
+                scores += flat[mood] if name == "dynamics_flat" else [shape_dynamics(s, level) for s in flat[mood]]
+            else:
+                scores += [p.to_score() for p in composer.generate(mood=mood, bars=16, n=n, seed=seed + 100 + k,
+                                                                   **settings, **({"style": style} if style else {}))]
+        say(f"realism {name}: {len(scores)} pieces in {time.time() - t0:.0f} s")
+        res = realism_report(scores, corpus, 16, seed=seed, style=style, say=say, index=index,
+                             sources=list(sources) or None, tokenizer=composer.tokenizer)
         res["settings"], res["seconds"] = {"style": style, **settings}, round(time.time() - t0, 1)
         out[name] = jsonable(res)
         say(f"realism {name}: AUC {res['test']['auc']:.2f}")
@@ -366,19 +381,36 @@ def realism_cases(composer, corpus: Path, seed: int, threads: int, cases=tuple(R
 
 
 def stage_realism(a) -> None:
-    """Can a classifier tell 16 samples × 4 moods × 16 bars from held-out real excerpts? For the
-    model (each of :data:`REALISM_CASES`) and, with ``--realism-baseline``, that model as it ships."""
+    """Can a classifier tell 16-bar samples of each mood from held-out real excerpts? For the
+    model in each of ``--realism-cases`` (:data:`REALISM_CASES`) and, with ``--realism-baseline``,
+    the model shipped before (default settings). Results are merged into WORK/realism.json, so
+    two runs with different cases can share the two cores."""
+    import fcntl
+
     from melodia import Composer
     from melodia.evaluate.report import realism_markdown
+    from melodia.fileio import write_json
 
-    composer = Composer.load(a.metre_model or final_run(a) / "model")
-    res = realism_cases(composer, a.work / "C", a.seed, a.threads)
+    cases = [c.strip() for c in a.realism_cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(REALISM_CASES))
+    if unknown:
+        raise SystemExit(f"unknown realism case(s) {', '.join(unknown)}; cases: {', '.join(REALISM_CASES)}")
+    res = realism_cases(Composer.load(a.metre_model or final_run(a) / "model"), a.work / "C", a.seed, a.threads,
+                        cases, sources=(a.pop909,)) if cases else {}
     if a.realism_baseline:
         res["baseline"] = realism_cases(Composer.load(a.realism_baseline), a.work / "C", a.seed, a.threads,
-                                        cases=("default",))["default"]
+                                        cases=("default",), sources=(a.pop909,))["default"]
         res["baseline"]["model"] = str(a.realism_baseline)
-    (a.work / "realism.json").write_text(json.dumps(res, indent=1))
-    print(realism_markdown(res["default"]))
+    path = a.work / "realism.json"
+    with open(a.work / "realism.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = json.loads(path.read_text()) if path.exists() else {}
+        merged = merged if "test" not in merged else {}  # an older single-case file: replaced
+        merged.update(res)
+        write_json(path, merged)
+    if "default" in res:
+        print(realism_markdown(res["default"]))
+    print(realism_table_md(merged))
 
 
 CASE_LABELS = {"baseline": "the model shipped before, default settings", "default": "this model, default settings",
@@ -389,18 +421,18 @@ CASE_LABELS = {"baseline": "the model shipped before, default settings", "defaul
 
 def realism_table_md(res: dict) -> str:
     """One row per realism case: AUC, its control, the copy check."""
-    rows = ["| generations (16 × happy, tense, sad, calm; 16 bars) | against held-out | AUC | real vs real | "
-            "4-bar windows copied | longest verbatim run |", "|---|---|---|---|---|---|"]
+    rows = ["| generations (16 bars, as many happy, tense, sad and calm) | pieces | against held-out | AUC | "
+            "real vs real | 4-bar windows copied | longest verbatim run |", "|---|---|---|---|---|---|---|"]
     for name in ("baseline", *REALISM_CASES):
         r = res.get(name)
         if not r:
             continue
         if "skipped" in r:
-            rows.append(f"| {CASE_LABELS[name]} | – | skipped: {r['skipped']} | | | |")
+            rows.append(f"| {CASE_LABELS[name]} | – | – | skipped: {r['skipped']} | | | |")
             continue
         cp = (r.get("copy") or {}).get("all") or {}
         rr = r["controls"].get("real_vs_real") or {}
-        rows.append(f"| {CASE_LABELS[name]} | {r['real']['excerpts']} excerpts of {r['real']['songs']} songs "
+        rows.append(f"| {CASE_LABELS[name]} | {r['generated']['n']} | {r['real']['excerpts']} excerpts of {r['real']['songs']} songs "
                     f"({r['real']['label']}) | **{r['test']['auc']:.2f}** | {rr.get('auc', float('nan')):.2f} | "
                     f"{cp.get('copied', '?')} of {cp.get('windows', '?')} ({(cp.get('copied_share') or 0):.1%}) | "
                     f"{cp.get('longest_run_bars', '?')} bars |")
@@ -722,6 +754,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64,
                     help="samples per mood for the mood table (the card also shows each set of 32)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--realism-cases", default=",".join(REALISM_CASES),
+                    help="the realism stage's cases (default all: " + ", ".join(REALISM_CASES) + ")")
     ap.add_argument("--realism-baseline", default="",
                     help="also run the realism check (default settings) on this model, e.g. the one shipped before")
     ap.add_argument("--hardware", default="", help="what the card says it was trained on")

@@ -304,3 +304,29 @@ def test_evaluate_style_fails_before_any_work(tiny_model_dir, corpus, tmp_path):
     (tmp_path / "C" / "manifest.jsonl").write_text("".join(json.dumps({**r, "style": "folk"}) + "\n" for r in rows))
     with pytest.raises(BadInputError, match="no held-out pieces of style 'pop'; its held-out styles: folk"):
         run.evaluate(tiny_model_dir, tmp_path / "C", n=2, out_dir=tmp_path / "R", realism=True, style="Pop")
+
+
+def test_tokenizer_control_sees_only_what_the_tokens_lose(real):
+    """The shipped tokenizer keeps what the features read (its round trip is not told from the
+    excerpts); a 'tokenizer' that loses the melody is told apart."""
+    from melodia.api import DEFAULT_MODEL_DIR
+    from melodia.evaluate.realism import tokenizer_control
+    from melodia.tokenizer import MelodiaTokenizer
+
+    scores, songs = real
+    x = feature_matrix(scores, 8)
+    tok = MelodiaTokenizer.load(DEFAULT_MODEL_DIR / "tokenizer.json")
+    kept = tokenizer_control(scores, x, songs, 8, tok, repeats=1)
+    assert kept["auc"] <= 0.7
+
+    class DropsMelody:
+        def encode_score(self, score):
+            return tok.encode_score(score)
+
+        def decode(self, ids):
+            out = tok.decode(ids)
+            out.tracks = [t for t in out.tracks if t.program != 0]
+            return out
+
+    lost = tokenizer_control(scores, x, songs, 8, DropsMelody(), repeats=1)
+    assert lost["auc"] >= 0.9

@@ -66,7 +66,7 @@ def test_card_says_what_the_finetune_did(work, td):
 
 
 def test_realism_table_names_each_case(td):
-    case = {"real": {"excerpts": 10, "songs": 5, "label": "pop valid+test"}, "test": {"auc": 0.734},
+    case = {"real": {"excerpts": 10, "songs": 5, "label": "pop valid+test"}, "test": {"auc": 0.734}, "generated": {"n": 32},
             "controls": {"real_vs_real": {"auc": 0.51}},
             "copy": {"all": {"copied": 1, "windows": 200, "copied_share": 0.005, "longest_run_bars": 4}}}
     md = td.realism_table_md({"baseline": {**case, "test": {"auc": 0.99}}, "default": case,

@@ -56,10 +56,12 @@ from .real import excerpt, load_piece, note_bars
 if TYPE_CHECKING:
     import symusic
 
+    from ..tokenizer import MelodiaTokenizer
+
 __all__ = [
     "FEATURE_GROUPS", "NEAR_DUPLICATE_SHARE", "RAW_SOURCES", "REALISM_FEATURES", "corpus_control", "feature_matrix",
     "heldout_excerpts", "heldout_rows", "near_duplicates", "piece_bars", "raw_source", "real_vs_real",
-    "realism_features", "realism_report", "require_sklearn", "two_sample_auc", "univariate_aucs",
+    "realism_features", "realism_report", "require_sklearn", "tokenizer_control", "two_sample_auc", "univariate_aucs",
 ]
 
 #: a held-out piece with more than this share of its counted 4-bar windows (copycheck's hashing:
@@ -585,6 +587,22 @@ def real_vs_real(features: np.ndarray, songs: Sequence[str], seed: int = 0, repe
     return res
 
 
+def tokenizer_control(real: Sequence["symusic.Score"], features: np.ndarray, songs: Sequence[str], bars: int,
+                      tokenizer: "MelodiaTokenizer", seed: int = 0, repeats: int = 3) -> dict[str, Any]:
+    """What the token representation alone gives away: the real excerpts against themselves
+    encoded and decoded by ``tokenizer`` (each copy in its song's group, so a song and its copy
+    are never on both sides of a split). Near 0.5 when the tokens keep what the features read;
+    whatever a model's pieces lack beyond that, the model did not learn.
+
+    Example: ``tokenizer_control(real, feature_matrix(real, 16), songs, 16, tok)["auc"]  # 0.50``
+    """
+    back = [tokenizer.decode(tokenizer.encode_score(s)) for s in real]
+    xb = feature_matrix(back, bars)
+    res = two_sample_auc(features, xb, songs, songs, seed=seed, repeats=repeats)
+    res["top_features"] = univariate_aucs(features, xb, 5)
+    return res
+
+
 def raw_source(corpus: Path, row: Mapping[str, Any], sources: Sequence[str | Path]) -> Path | None:
     """The source file a manifest row was made from: its ``path`` (``pop909/001/001.mid``) under
     the source folder of that name in ``sources`` (the corpus report's ``sources``, relative to
@@ -730,7 +748,7 @@ def near_duplicates(corpus: Path, rows: Sequence[Mapping[str, Any]], index: Copy
 def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int, seed: int = 0,
                    per_song: int = 2, style: str | None = None, sources: Sequence[str | Path] | None = None,
                    copy: bool = True, repeats: int = 3, say: Any = None,
-                   index: CopyIndex | None = None) -> dict[str, Any]:
+                   index: CopyIndex | None = None, tokenizer: "MelodiaTokenizer | None" = None) -> dict[str, Any]:
     """The realism check of a set of generated ``bars``-bar pieces against a corpus: the
     classifier test (:func:`two_sample_auc`) against up to ``per_song`` excerpts of each held-out
     song of ``style`` (:func:`heldout_rows`: None = pop where the corpus has it;
@@ -742,7 +760,8 @@ def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int
     reference, of the real excerpts against the corpus's train split
     (:mod:`melodia.evaluate.copycheck`). ``say(text)`` hears progress. ``index``: the corpus's
     train index (``CopyIndex.of_corpus(corpus)``) when the caller already has it (several reports
-    in one run; building it reads every train piece).
+    in one run; building it reads every train piece). With the model's ``tokenizer``, a third
+    control: the real excerpts against their own token round trip (:func:`tokenizer_control`).
 
     Example: ``realism_report(scores, Path("C"), 16, style="folk")["test"]["auc"]  # 0.98``
     """
@@ -787,6 +806,9 @@ def realism_report(generated: Sequence["symusic.Score"], corpus: Path, bars: int
                   for j, name in enumerate(REALISM_FEATURES)},
         "controls": {"real_vs_real": real_vs_real(xr, songs, seed, repeats)},
     }
+    if tokenizer is not None:
+        say("realism: tokenizer control (real excerpts against their own encode/decode)")
+        out["controls"]["tokenizer"] = tokenizer_control(real, xr, songs, bars, tokenizer, seed, repeats)
     say("realism: corpus control (stored pieces against their source files)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the raw files' own tempo-map notes, not ours to report here

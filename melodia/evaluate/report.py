@@ -189,6 +189,9 @@ def _realism_section(result: Mapping[str, Any]) -> list[str]:
              f"**{_fmt(t.get('auc'), 2)}** |",
              f"| control: real vs real (held-out songs split in two halves by song; should be ≤ 0.60) | "
              f"{_auc_cell(rr, 'logistic')} | {_auc_cell(rr, 'boosting')} | {_fmt(rr.get('auc'), 2)} |",
+             *([f"| control: real excerpts vs their own token round trip (what the representation loses) | "
+                f"{_auc_cell(ctl['tokenizer'], 'logistic')} | {_auc_cell(ctl['tokenizer'], 'boosting')} | "
+                f"{_fmt(ctl['tokenizer'].get('auc'), 2)} |"] if ctl.get("tokenizer") else []),
              f"| control: corpus pieces vs their raw source files (what the corpus preparation changes) | "
              f"{_auc_cell(co, 'logistic')} | {_auc_cell(co, 'boosting')} | "
              f"{_fmt(co.get('auc'), 2) if co.get('auc') is not None else co.get('reason', '–')} |", ""]

@@ -309,7 +309,7 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
     if realism:
         t = time.perf_counter()
         result["realism"] = realism_report(_finished(a["scores"], bars), corpus, bars, seed=seed, style=style,
-                                           say=lambda text: _say(progress, text))
+                                           say=lambda text: _say(progress, text), tokenizer=tok)
         timings["realism"] = time.perf_counter() - t
     t = time.perf_counter()
     _say(progress, f"writing the report to {out}")

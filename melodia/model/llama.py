@@ -15,7 +15,7 @@ Presets (parameters with a 3,000–4,000 token vocabulary):
 name   n_layer  d     n_head   n_kv_head   d_ff  max_len  parameters
 =====  =======  ====  =======  ==========  ====  =======  ==========================
 tiny   2        64    4        2           176   512      ~0.3 M (tests; GQA path)
-small  6        320   5        5           640   1024     ~7.1–7.4 M (shipped, ~15 MB bf16)
+small  6        320   5        5           640   1024     ~7.1–7.5 M (shipped, ~15 MB bf16)
 base   8        512   8        8           1408  1024     ~25–28 M
 large  12       768   12       12          2048  2048     ~87 M
 =====  =======  ====  =======  ==========  ====  =======  ==========================
