@@ -114,7 +114,8 @@ class Composer:
         self.name = name or str(self.meta.get("name") or "model")
         self._gen = Generator(model, tokenizer, device=device, weights=weights,
                               default_programs=self.meta.get("default_programs"),
-                              tempo_unknown=self.meta.get("tempo_unknown"))
+                              tempo_unknown=self.meta.get("tempo_unknown"),
+                              style_programs=self.meta.get("style_programs"))
         self._lock = threading.RLock()
 
     @classmethod

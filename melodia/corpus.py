@@ -97,7 +97,7 @@ __all__ = [
     "build_corpus", "content_hash", "corpus_stats", "default_cache_dir", "discover", "ensemble_programs",
     "fix_abc_pickup", "format_stats", "grid_check", "load_manifest", "measure_offset_map", "music21_to_score",
     "normalise", "process_unit", "read_chord_markers", "read_pop909", "shift_score", "song_key", "split_abc",
-    "split_of", "tempo_unknown_token",
+    "split_of", "style_ensembles", "tempo_unknown_token",
 ]
 
 READER = 3  # bump when how a source is read changes: a re-run then reprocesses every file
@@ -563,6 +563,21 @@ def ensemble_programs(rows: Iterable[dict]) -> list[int] | None:
     """
     sets = Counter(tuple(r.get("programs") or ()) for r in rows if len(r.get("programs") or ()) >= 2)
     return list(sets.most_common(1)[0][0]) if sets else None
+
+
+def style_ensembles(rows: Iterable[dict]) -> dict[str, list[int]]:
+    """Each style's commonest program set, one-part pieces included (the folk tunes are one
+    line: ``[0]``; the chorales four voices: ``[0, 1, 2, 3]``). A model trained on these rows names
+    them in melodia.json ("style_programs"): what plays when a request asks for that style and
+    names no instruments.
+
+    Example: ``style_ensembles(load_manifest("C"))["folk"]  # [0]``
+    """
+    sets: dict[str, Counter] = {}
+    for r in rows:
+        if r.get("style") and r.get("programs"):
+            sets.setdefault(r["style"], Counter())[tuple(r["programs"])] += 1
+    return {style: list(c.most_common(1)[0][0]) for style, c in sorted(sets.items())}
 
 
 def tempo_unknown_token(rows: Iterable[dict], tempo_tokens: dict[str, float]) -> dict:

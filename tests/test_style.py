@@ -310,3 +310,23 @@ def test_reaper_sends_the_style():
     body = mod.build_request(s, {"tempo": 100.0, "meter": "4/4"})
     assert body["style"] == "folk"
     assert "style" not in mod.build_request(mod.parse_settings("sad,4,,,,,"), {"tempo": 100.0, "meter": "4/4"})
+
+
+def test_each_style_plays_its_own_ensemble(styled_model, styled_composer):
+    """melodia.json names each style's commonest program set from the corpus (POP909: melody,
+    counter-melody, piano; the made-up folk tunes: melody and chords), and a request for a style
+    that names no instruments writes that ensemble; named instruments still win."""
+    from melodia.corpus import style_ensembles
+
+    meta = json.loads((styled_model / "melodia.json").read_text())
+    assert meta["style_programs"] == {"folk": [0, 1], "pop": [0, 1, 2]}
+    assert style_ensembles([{"style": "folk", "programs": [0]}, {"style": "folk", "programs": [0]},
+                            {"style": "folk", "programs": [0, 1]}, {"style": "x"}]) == {"folk": [0]}
+    folk = styled_composer.generate(style="folk", bars=4, n=2, seed=3)
+    assert all({t.program for t in p.to_score().tracks if t.notes} <= {0, 1} for p in folk)
+    assert styled_composer._gen._programs(None, "folk") == (0, 1)
+    assert styled_composer._gen._programs(None, "pop") == (0, 1, 2)
+    assert styled_composer._gen._programs(None, None) == styled_composer._gen.default_programs
+    plain = styled_composer.generate(bars=2, n=1, seed=3)  # no style asked: the model's default set
+    assert {t.program for t in plain[0].to_score().tracks if t.notes} <= set(styled_composer._gen.default_programs)
+    assert styled_composer._gen._programs([0], "folk") == (0,)

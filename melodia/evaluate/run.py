@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,13 +67,14 @@ def shown_path(path: Path) -> str:
 
 def _generator(model: Any, tok: MelodiaTokenizer, guidance: float | None = None,
                default_programs: Sequence[int] | None = None, tempo_unknown: str | None = None,
-               style: str | None = None) -> GenerateFn:
+               style: str | None = None, style_programs: Mapping[str, Sequence[int]] | None = None) -> GenerateFn:
     """``fn(mood, n, seed, bars) -> token id lists`` on top of :class:`melodia.generate.Generator`.
 
     Batches of at most the generator's ``MAX_N`` rows, seeded ``seed, seed + 1, ...``;
     ``guidance`` and ``style`` None keep :class:`GenerationConfig`'s defaults.
     """
-    gen = Generator(model, tok, default_programs=default_programs, tempo_unknown=tempo_unknown)
+    gen = Generator(model, tok, default_programs=default_programs, tempo_unknown=tempo_unknown,
+                    style_programs=style_programs)
     extra: dict[str, Any] = {} if guidance is None else {"guidance": float(guidance)}
     if style is not None:
         extra["style"] = style
@@ -280,7 +281,7 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
     timings["real_excerpts"] = time.perf_counter() - t
 
     gen = generate_fn or _generator(model, tok, guidance, meta.get("default_programs"), meta.get("tempo_unknown"),
-                                    style)
+                                    style, meta.get("style_programs"))
     t = time.perf_counter()
     sets = _generate_sets(gen, n, seed, bars, progress)
     timings["generation"] = time.perf_counter() - t

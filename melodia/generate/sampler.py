@@ -12,7 +12,7 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInputError, BadModelError
@@ -50,7 +50,8 @@ class Generator(PromptMixin):
     """
 
     def __init__(self, model: Any, tokenizer: "MelodiaTokenizer", device: str = "cpu", weights: str = "auto",
-                 default_programs: Sequence[int] | None = None, tempo_unknown: str | None = None):
+                 default_programs: Sequence[int] | None = None, tempo_unknown: str | None = None,
+                 style_programs: Mapping[str, Sequence[int]] | None = None):
         vs = int(model.config.vocab_size)
         if vs < tokenizer.vocab_size:
             raise BadModelError(f"model vocabulary ({vs}) is smaller than the tokenizer's ({tokenizer.vocab_size})")
@@ -67,6 +68,12 @@ class Generator(PromptMixin):
         missing = [p for p in self.default_programs if p not in self.vocab.programs]
         if missing:
             raise BadModelError(f"default_programs {missing} are not in the model's vocabulary")
+        #: each style's instruments when a request asks for it and names none (melodia.json's
+        #: "style_programs": the style's commonest ensemble in the training corpus)
+        self.style_programs = {str(k): tuple(int(p) for p in v) for k, v in (style_programs or {}).items()}
+        missing = sorted({p for v in self.style_programs.values() for p in v if p not in self.vocab.programs})
+        if missing:
+            raise BadModelError(f"style_programs {missing} are not in the model's vocabulary")
         #: the Tempo token that in the model's training data mostly meant "no tempo given"
         #: (melodia.json's "tempo_unknown"; see :meth:`tempo_for_model`), or None
         self.tempo_unknown = tempo_unknown
@@ -156,8 +163,10 @@ class Generator(PromptMixin):
                                 f"{', '.join(self.vocab.timesigs)}")
         return num, den
 
-    def _programs(self, instruments: Any) -> tuple[int, ...]:
-        progs = resolve_instruments(instruments, self.default_programs)
+    def _programs(self, instruments: Any, style: str | None = None) -> tuple[int, ...]:
+        """The programs to write: ``instruments``, else the ensemble of the ``style`` asked for, else
+        the model's default set."""
+        progs = resolve_instruments(instruments, self.style_programs.get(style or "") or self.default_programs)
         missing = [p for p in progs if p not in self.vocab.programs]
         if missing:
             raise BadInputError(f"instrument program(s) {missing} not in this model's vocabulary")
@@ -244,8 +253,8 @@ class Generator(PromptMixin):
     def _prepare(self, cfg: GenerationConfig, req: Request | None = None) -> tuple:
         cfg.validate()
         meter = self._meter(cfg)
-        progs = self._programs(cfg.instruments)
         req = req if req is not None else self.resolve(cfg)
+        progs = self._programs(cfg.instruments, req.style if cfg.style is not None else None)  # a style asked for
         cond, uncond = self.controls(req)
         g = self.grammar(meter, progs)
         sections = self.section_plan(cfg)

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..corpus import ensemble_programs, tempo_unknown_token
+from ..corpus import ensemble_programs, style_ensembles, tempo_unknown_token
 from ..errors import MelodiaError
 from ..fileio import read_jsonl
 from ..model import build_model, load_model_dir, model_config_of, preset_name
@@ -54,10 +54,10 @@ def resize_vocab(model: Any, vocab_size: int) -> list[int]:
 
 
 def model_defaults(data: ShardData, inherited: dict | None = None) -> dict[str, Any]:
-    """melodia.json's "default_programs" and "tempo_unknown" for a model trained on ``data``.
+    """melodia.json's "default_programs", "style_programs" and "tempo_unknown" for a model trained on ``data``.
 
     Both come from the shards' corpus (index.json's "corpus", when its manifest is at hand):
-    the commonest ensemble of its pieces, and the 120 qpm Tempo token if most of its pieces
+    the commonest ensemble of its pieces (and of each style's pieces), and the 120 qpm Tempo token if most of its pieces
     there are tempo-less (see :func:`melodia.corpus.tempo_unknown_token`). What the corpus
     cannot tell comes from ``inherited``, the model fine-tuned from: a folder with no
     multi-part piece keeps the base model's instruments, and one with no piece near 120 qpm
@@ -75,6 +75,9 @@ def model_defaults(data: ShardData, inherited: dict | None = None) -> dict[str, 
     programs = ensemble_programs(rows) or inherited.get("default_programs")
     if programs:
         out["default_programs"] = [int(p) for p in programs]
+    styles = {**(inherited.get("style_programs") or {}), **style_ensembles(rows)}  # a fine-tune keeps the base's
+    if styles:
+        out["style_programs"] = {k: [int(p) for p in v] for k, v in styles.items()}
     verdict = tempo_unknown_token(rows, tempos) if rows and tempos else {"pieces": 0}
     token = verdict["token"] if verdict["pieces"] else inherited.get("tempo_unknown")
     if token is not None and token in tempos:
