@@ -523,8 +523,13 @@ def test_model_defaults_come_from_the_corpus_then_the_base_model(small_shards, m
     rows = load_manifest(data.index["corpus"])
     base = {"default_programs": [0, 1, 2], "tempo_unknown": "Tempo_122.99"}
     got = model_defaults(data, base)
-    # its corpus has a multi-part piece, and a real 120 qpm piece (qpm 70 + 10 * 5): both its own
-    assert got == {"default_programs": ensemble_programs(rows)} and got["default_programs"] != [0, 1, 2]
+    # its corpus has a multi-part piece, and a real 120 qpm piece (qpm 70 + 10 * 5): both its own;
+    # its POP909 song is style pop, whose ensemble is POP909's three parts
+    assert got == {"default_programs": ensemble_programs(rows), "style_programs": {"pop": [0, 1, 2]}}
+    assert got["default_programs"] != [0, 1, 2]
+    # a fine-tune keeps the base model's other styles' ensembles
+    assert model_defaults(data, {**base, "style_programs": {"folk": [0]}})["style_programs"] == {
+        "folk": [0], "pop": [0, 1, 2]}
     assert any(r["tempo_known"] and 119 < r["tempo"] < 127 for r in rows)
     monkeypatch.setitem(data.index, "corpus", str(tmp_path / "gone"))  # shards moved without their corpus
     assert model_defaults(data, base) == base
