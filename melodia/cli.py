@@ -137,7 +137,7 @@ def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[s
     """File stems and extensions a command will write; an existing file is an error before
     any work (unless ``--force``), and so is an ``--out`` that cannot be a folder to write into
     (a file in its place, no write permission) and, with ``--wav``, a ``--soundfont`` that is
-    missing or no SoundFont."""
+    missing or no SoundFont (without ``--wav``, a ``--soundfont`` at all)."""
     stage("fileio").check_out_dir(args.out)
     formats = [".mid"] + [ext for flag, ext in (("wav", ".wav"), ("musicxml", ".musicxml"), ("png", ".png"))
                           if getattr(args, flag)]
@@ -146,6 +146,8 @@ def _output_plan(args: argparse.Namespace, stem: str) -> tuple[list[str], list[s
                 if (Path(args.out) / f"{s}{ext}").exists()]
     if existing and not args.force:  # check before minutes of work, not after
         raise OutputExistsError(f"{existing[0]}: already exists (use --force to overwrite)")
+    if args.soundfont and not args.wav:  # a SoundFont only plays the WAV: asking for one without it is a slip
+        raise BadInputError(f"--soundfont {args.soundfont}: a SoundFont is for the WAV; add --wav")
     if args.wav:  # a missing or broken --soundfont fails now, not after the piece is written
         stage("render").check_soundfont(args.soundfont)
     return stems, formats
