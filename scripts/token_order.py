@@ -238,8 +238,9 @@ def nll_per_note(model_dir: str, shards: Path, split: str = "valid") -> dict:
 def sample_pieces(model_dir: str, per_mood: int, bars: int = 16, seed: int = 0, window: int = 1024,
                   max_new: int = 3000) -> list[list[int]]:
     """``per_mood`` pieces of ``bars`` bars per mood (happy, tense, sad, calm), sampled with no
-    grammar: every music id and chord/section id is allowed, temperature 1.0, top-p 0.95; a
-    piece ends at EOS, before its ``bars + 1``-th bar line, or at ``max_new`` ids. Past
+    grammar: every music id and chord/section id is allowed, temperature 1.0, top-p 0.95; EOS
+    is not (an early EOS would compare lengths, not music): a piece ends before its
+    ``bars + 1``-th bar line, or at ``max_new`` ids. Past
     ``window`` ids the context restarts from the controls and the bar line nearest to half a
     window back. Example: ``rows = sample_pieces("run/model", 2)``"""
     import torch
@@ -253,7 +254,6 @@ def sample_pieces(model_dir: str, per_mood: int, bars: int = 16, seed: int = 0, 
     gen, tok = comp._gen, comp.tokenizer
     base_size, vocab = tok.base_size, tok.vocab_size
     allowed = torch.zeros(1, vocab, dtype=torch.bool)
-    allowed[0, EOS_ID] = True
     allowed[0, PAD_LIKE:base_size] = True
     for cid in [*tok.chord_ids(), *tok.section_ids()]:
         allowed[0, cid] = True
@@ -270,7 +270,7 @@ def sample_pieces(model_dir: str, per_mood: int, bars: int = 16, seed: int = 0, 
             logits, used = gen.net.forward(torch.tensor([prefix])), len(prefix)
             while len(row) < max_new:
                 nxt = int(sample_ids(logits.view(1, -1)[:, :vocab].float(), allowed, 1.0, 0, 0.95, rng)[0])
-                if nxt == EOS_ID or n_bars + bars_of.get(nxt, 0) > bars:
+                if n_bars + bars_of.get(nxt, 0) > bars:
                     break
                 row.append(nxt)
                 n_bars += bars_of.get(nxt, 0)
