@@ -13,6 +13,7 @@ import errno
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -176,6 +177,21 @@ def test_a_bad_input_is_found_before_the_model_loads(case, paths, capsys, monkey
     _one_error_line(capsys.readouterr().err, str(paths[named]), problem)
     assert sorted(paths["FILE"].parent.rglob("*")) == before and not paths["OUT"].exists()  # not even --out
     print(f"\nmelodia {case}: exit 2 in {took:.2f} s")
+
+
+def test_evaluate_finds_an_unknown_corpus_before_the_model_loads(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Without --corpus, evaluate reads the corpus from the model's melodia.json: a model whose
+    shards are gone was one line only after its weights loaded; now before, making nothing."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    meta = json.loads((model / "melodia.json").read_text())
+    meta["corpus"] = {**(meta.get("corpus") or {}), "data": str(tmp_path / "gone")}
+    (model / "melodia.json").write_text(json.dumps(meta))
+    _refuse_model_loads(monkeypatch)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(model), "--out", str(out), "--quiet"]) == 2
+    _one_error_line(capsys.readouterr().err, str(model), "give --corpus")
+    assert not out.exists()
 
 
 def test_corpus_build_skips_a_file_that_is_not_midi_and_says_where(paths, capsys):

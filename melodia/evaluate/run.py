@@ -24,7 +24,7 @@ from ..errors import BadInputError, BadMidiError, MelodiaError
 from ..fileio import check_out_dir
 from ..generate import MAX_N, GenerationConfig, Generator
 from ..generate.arrange import dynamics_level, finish_piece
-from ..model import DEFAULT_MODEL_DIR, load_model_dir
+from ..model import DEFAULT_MODEL_DIR, load_model_dir, read_model_meta
 from ..music.mood_estimator import MoodEstimator
 from ..music.moods import CANONICAL_MOODS
 from ..tokenizer import MelodiaTokenizer
@@ -260,13 +260,15 @@ def evaluate(model_dir: str | os.PathLike | None = None, corpus_dir: str | os.Pa
     if realism:
         require_sklearn()
     model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
-    model, meta = load_model_dir(model_dir, dtype="float32")  # exact losses; fast on CPU
+    # every input is checked before the weights load: the corpus the model names, the style
+    meta = read_model_meta(model_dir)
     tok = MelodiaTokenizer.load(model_dir / "tokenizer.json")
     style = tok.resolve_style(style) if style is not None else None  # an unknown style fails here, not after minutes
     corpus = Path(corpus_dir) if corpus_dir is not None else corpus_from_meta(model_dir, meta)
     split, held = held_out(load_manifest(corpus))
     if realism:
         heldout_rows(load_manifest(corpus), style)  # a style with no held-out pieces fails now, too
+    model, meta = load_model_dir(model_dir, dtype="float32")  # exact losses; fast on CPU
     timings: dict[str, float] = {}
 
     t = time.perf_counter()

@@ -26,6 +26,7 @@ from .llama import (
                     load_model_dir,
                     model_config_of,
                     preset_name,
+                    read_model_meta,
                     save_model_dir,
 )
 
@@ -33,5 +34,5 @@ __all__ = [
     "DEFAULT_MODEL_DIR", "FP16_MIN_ELEMENTS", "MAX_VOCAB", "MODEL_FILES", "NORM_EPS", "PRESETS", "ROPE_THETA",
     "LeanLlama", "ModelConfig", "build_model", "count_parameters", "get_preset", "llama_config",
     "load_inference_weights", "load_model_dir", "make_temp_dir", "model_config_of", "preset_name",
-    "recover_dir", "replace_dir", "save_model_dir",
+    "read_model_meta", "recover_dir", "replace_dir", "save_model_dir",
 ]

@@ -269,6 +269,15 @@ def _read_model_dir(path: Path) -> dict[str, dict]:
     return jsons
 
 
+def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """A model directory's ``melodia.json``, checked as a load checks it, without reading the
+    weights (what a command needs to know before the seconds a load takes).
+
+    Example: ``read_model_meta("runs/pop/model")["preset"]  # 'small'``
+    """
+    return _read_model_dir(Path(path))["melodia.json"]
+
+
 class _Namespace:
     def __init__(self, **kw: Any):
         self.__dict__.update(kw)
