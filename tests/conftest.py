@@ -10,6 +10,18 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 POP909 = DATA / "pop909"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(path: Path, name: str | None = None):
+    """A script (e.g. ``SCRIPTS / "train_default.py"``) imported as a fresh module, without
+    running its ``main()``. Example: ``td = load_script(SCRIPTS / "train_default.py")``"""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def make_piece(path: Path, key_pc: int = 0, minor: bool = False, bars: int = 8, qpm: float = 120.0,

@@ -10,20 +10,16 @@ The script then runs end to end against a real ``melodia serve`` on a free port.
 from __future__ import annotations
 
 import ast
-import importlib.util
-from pathlib import Path
 
 import pytest
+from conftest import SCRIPTS, load_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "daw" / "reaper_melodia.py"
+SCRIPT = SCRIPTS / "daw" / "reaper_melodia.py"
 NULL = "0x0000000000000000"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("reaper_melodia_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # must not run main() when imported
-    return mod
+def load_reaper_script():
+    return load_script(SCRIPT, "reaper_melodia_under_test")  # must not run main() when imported
 
 
 class FakeReaper:
@@ -173,7 +169,7 @@ def _beats(fake, item):
 
 # --------------------------------------------------------------------------- pure logic
 def test_import_does_not_run_and_uses_only_the_standard_library():
-    mod = load_script()
+    mod = load_reaper_script()
     assert mod.reaper_api() is None  # outside REAPER
     tree = ast.parse(SCRIPT.read_text())
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -182,7 +178,7 @@ def test_import_does_not_run_and_uses_only_the_standard_library():
 
 
 def test_parse_settings():
-    mod = load_script()
+    mod = load_reaper_script()
     s = mod.parse_settings("sad, 16 , D minor, 42, Am F C G, aaba, http://127.0.0.1:9000/")
     assert s == {"mood": "sad", "bars": 16, "key": "D minor", "seed": 42, "chords": "Am F C G", "form": "AABA",
                  "server": "http://127.0.0.1:9000"}
@@ -196,7 +192,7 @@ def test_parse_settings():
 
 
 def test_insert_piece_places_notes_on_project_beats():
-    mod = load_script()
+    mod = load_reaper_script()
     fake = FakeReaper(bpm=90.0, cursor_s=4.0)  # cursor at 4 s = quarter note 6 at 90 qpm
     piece = {"length_beats": 8.0, "notes": [
         {"pitch": 60, "start_beat": 0.0, "duration_beats": 1.0, "velocity": 80, "program": 0},
@@ -220,7 +216,7 @@ def test_insert_piece_places_notes_on_project_beats():
 
 
 def test_no_selected_track_makes_a_melodia_track():
-    mod = load_script()
+    mod = load_reaper_script()
     fake = FakeReaper(selected_track=False, cursor_s=0.0)
     piece = {"length_beats": 4.0, "notes": [{"pitch": 60, "start_beat": 0, "duration_beats": 1, "program": 0}]}
     fake.RPR_Undo_BeginBlock()
@@ -231,7 +227,7 @@ def test_no_selected_track_makes_a_melodia_track():
 
 
 def test_build_request_follows_the_project():
-    mod = load_script()
+    mod = load_reaper_script()
     settings = mod.parse_settings("tense,4,Am,9,,,")
     ctx = {"cursor_s": 0.0, "cursor_qn": 0.0, "tempo": 133.333333, "meter": "6/8"}
     body = mod.build_request(settings, ctx, meters=["4/4", "6/8"])
@@ -259,7 +255,7 @@ def test_main_inserts_what_the_server_composed(server):
     import json
     import urllib.request
 
-    mod = load_script()
+    mod = load_reaper_script()
     fake = FakeReaper(bpm=100.0, meter=(3, 4), cursor_s=3.0, answers="calm,4,F major,7,,," + server.url + ",")
     mod.main(api=fake)
     assert not fake.messages, fake.messages
@@ -287,7 +283,7 @@ def test_main_inserts_what_the_server_composed(server):
 
 
 def test_main_shows_the_servers_complaint(server):
-    mod = load_script()
+    mod = load_reaper_script()
     fake = FakeReaper(answers="grumpy,4,,,,," + server.url)
     mod.main(api=fake)
     assert not fake.items and fake.undo_open == 0
@@ -297,7 +293,7 @@ def test_main_shows_the_servers_complaint(server):
 def test_main_when_the_server_is_not_running():
     import socket
 
-    mod = load_script()
+    mod = load_reaper_script()
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -325,7 +321,7 @@ def _item_with_clip(fake, start_s, bars=8):
 
 
 def test_infill_target_and_bar_span():
-    mod = load_script()
+    mod = load_reaper_script()
     fake = FakeReaper(bpm=120.0, cursor_s=0.0)
     assert mod.infill_target(fake) is None  # no item selected: compose at the cursor
     _item_with_clip(fake, start_s=2.0)  # item from QN 4; a bar is 2 s at 120 qpm
@@ -343,7 +339,7 @@ def test_infill_target_and_bar_span():
 
 
 def test_main_rewrites_the_time_selection_of_the_selected_item(server):
-    mod = load_script()
+    mod = load_reaper_script()
     fake = FakeReaper(bpm=120.0, cursor_s=0.0, answers="sad,8,,3,,," + server.url)
     item = _item_with_clip(fake, start_s=2.0)
     before = list(item["notes"])
@@ -362,7 +358,7 @@ def test_main_rewrites_the_time_selection_of_the_selected_item(server):
 
 
 def test_infill_of_an_item_with_no_notes_says_so(server):
-    mod = load_script()
+    mod = load_reaper_script()
     fake = FakeReaper(bpm=120.0, answers="sad,8,,3,,," + server.url)
     item = _item_with_clip(fake, start_s=0.0)
     item["notes"].clear()
@@ -372,7 +368,7 @@ def test_infill_of_an_item_with_no_notes_says_so(server):
 
 
 def test_main_composes_a_form_with_chords(server):
-    mod = load_script()
+    mod = load_reaper_script()
     fake = FakeReaper(bpm=120.0, cursor_s=0.0, answers="happy,4,C major,5,C G,AA," + server.url)
     mod.main(api=fake)
     assert not fake.messages, fake.messages

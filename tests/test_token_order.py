@@ -2,23 +2,18 @@
 music as time order, its shards keep every note within max_len, and its measures run on a model."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import SCRIPTS, load_script
 
 
 @pytest.fixture(scope="module")
 def to():
-    spec = importlib.util.spec_from_file_location("token_order", ROOT / "scripts" / "token_order.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPTS / "token_order.py")
 
 
 def _chunks(shards: Path):

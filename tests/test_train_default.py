@@ -3,22 +3,16 @@ from the retrained weights, the later stages measure it, and the card says what 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import SCRIPTS, load_script
 
 
 @pytest.fixture(scope="module")
 def td():
-    spec = importlib.util.spec_from_file_location("train_default", ROOT / "scripts" / "train_default.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPTS / "train_default.py")
 
 
 @pytest.fixture(scope="module")
