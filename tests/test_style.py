@@ -302,9 +302,9 @@ def test_shipped_model_takes_no_style():
 
 
 def test_reaper_sends_the_style():
-    from test_reaper import load_script
+    from test_reaper import load_reaper_script
 
-    mod = load_script()
+    mod = load_reaper_script()
     s = mod.parse_settings("sad,4,,1,,,http://127.0.0.1:8765,folk")
     assert s["style"] == "folk"
     body = mod.build_request(s, {"tempo": 100.0, "meter": "4/4"})
