@@ -690,10 +690,10 @@ def encode_bars(tok: MelodiaTokenizer, bars: list) -> list[list[int]]:
     encs = remi._model.encode_batch([[remi._ids_to_bytes(r.tolist(), as_one_str=True)] for r in runs],
                                     is_pretokenized=True)
     run_ids = [e.ids for e in encs]
-    # BPE marks the start of every word it encodes; a run that starts inside a bar (after a
-    # chord) keeps that mark as an id of its own that stands for no token: drop it
-    first_runs = {items[0] for items in plan if items and items[0] >= 0}
+    # BPE marks the start of every word it encodes; where no merge holds the mark together with
+    # the run's first token (a run after a chord, or a bar's lone ``Bar`` before its section
+    # token) the mark is an id of its own that stands for no token: drop it
     for k, r in enumerate(run_ids):
-        if k not in first_runs and r and not tok.base_tokens(r[0]):
+        if r and not tok.base_tokens(r[0]):
             run_ids[k] = r[1:]
     return [[i for it in items for i in (run_ids[it] if it >= 0 else [-it - 1])] for items in plan]

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from melodia.errors import BadInputError  # noqa: E402
 from melodia.generate import BAR, GenerationConfig, State  # noqa: E402
-from melodia.generate.grammar import SECTION, TSIG  # noqa: E402
+from melodia.generate.grammar import PITCH, SECTION, TSIG  # noqa: E402
 from melodia.sections import read_section_markers  # noqa: E402
 from melodia.tokenizer import EOS_ID  # noqa: E402
 
@@ -118,7 +118,12 @@ def test_repeat_exact_copies_the_ids_sections_and_all(gen):
     assert gen.section_plan(cfg) == ((1, a), (5, b), (9, -1))  # the copies bring theirs
     for row in gen.generate(cfg):
         bars = _bars(row, gen)
-        assert bars[2:4] == bars[0:2] and bars[6:8] == bars[0:2] and bars[4:6] != bars[0:2]
+        assert bars[2:4] == bars[0:2] and bars[6] == bars[0] and bars[4:6] != bars[0:2]
+        # the piece's last bar must hold a note (so the MIDI keeps all 8 bars): a copy of a bar
+        # without one is completed by a sampled note after the copied ids, and only then
+        assert bars[7][:len(bars[1])] == bars[1]
+        if bars[7] != bars[1]:
+            assert not any(t == PITCH for i in bars[1] for t, _, _ in gen.vocab.seqs[i])
         assert gen.tok.sections(row) == [(0.0, "A"), (8.0, "A"), (16.0, "B"), (24.0, "A")]
 
 

@@ -56,8 +56,9 @@ class GenerationConfig:
       ``tonic_frame``; ``form`` (``"AABA"``: equal sections) and how a letter returns,
       ``repeat``: ``"sections"`` (each section opens on its letter's ``SECTION_`` token and the
       model writes it: a model trained with sections) or ``"exact"`` (a return copies its
-      letter's first section note for note; ``vary``: its last bar written anew). None: "exact"
-      with ``vary`` or for a model without section tokens, else "sections".
+      letter's first section note for note; ``vary``: its last bar written anew; a copy that
+      ends the piece on a bar with no note gets one, so the piece keeps its last bar). None:
+      "exact" with ``vary`` or for a model without section tokens, else "sections".
 
     Example:
         >>> cfg = GenerationConfig(bars=16, mood="happy", key="G major", tempo=120, n=4, seed=7)
