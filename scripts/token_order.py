@@ -246,6 +246,7 @@ def sample_pieces(model_dir: str, per_mood: int, bars: int = 16, seed: int = 0, 
     import torch
 
     from melodia.api import Composer
+    from melodia.evaluate.checks import bar_count
     from melodia.generate.config import GenerationConfig
     from melodia.generate.sampler import sample_ids
     from melodia.music.moods import CANONICAL_MOODS
@@ -257,7 +258,7 @@ def sample_pieces(model_dir: str, per_mood: int, bars: int = 16, seed: int = 0, 
     allowed[0, PAD_LIKE:base_size] = True
     for cid in [*tok.chord_ids(), *tok.section_ids()]:
         allowed[0, cid] = True
-    bars_of = {i: sum(t == "Bar_None" for t in tok.base_tokens(i)) for i in range(PAD_LIKE, base_size)}
+    bars_cache: dict[int, int] = {}
     opens_bar = {i for i in range(PAD_LIKE, base_size) if tok.base_tokens(i)[:1] == ["Bar_None"]}
     rng = torch.Generator().manual_seed(seed)
     out = []
@@ -270,10 +271,11 @@ def sample_pieces(model_dir: str, per_mood: int, bars: int = 16, seed: int = 0, 
             logits, used = gen.net.forward(torch.tensor([prefix])), len(prefix)
             while len(row) < max_new:
                 nxt = int(sample_ids(logits.view(1, -1)[:, :vocab].float(), allowed, 1.0, 0, 0.95, rng)[0])
-                if n_bars + bars_of.get(nxt, 0) > bars:
+                more = bar_count(tok, [nxt], bars_cache)
+                if n_bars + more > bars:
                     break
                 row.append(nxt)
-                n_bars += bars_of.get(nxt, 0)
+                n_bars += more
                 if used + 1 < window:
                     logits, used = gen.net.step(torch.tensor([nxt])), used + 1
                     continue
